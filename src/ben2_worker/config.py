@@ -1,0 +1,57 @@
+"""Settings read once from the environment into a typed, immutable object.
+
+Every knob has one name (``BEN2_WORKER_*``) and one default here, so the CLI, the RunPod
+handler and the docs agree."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_PIXELS = 50_000_000
+
+#: ``unit``: RGB/255 with no mean/std (BEN2's own ONNX example and the user's node).
+#: ``imagenet``: ImageNet mean/std, as BEN2's PyTorch reference. See docs/models.md.
+INPUT_SCALINGS = ("unit", "imagenet")
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_dir: Path = Path("models")
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Comma-separated preference list (``tensorrt,cuda,cpu``) or ``auto``.
+    providers: str = "auto"
+    input_scaling: str = "unit"
+    #: Overrides the thread count derived from the container's CPU quota.
+    threads: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        scaling = env.get("BEN2_WORKER_INPUT_SCALING", "unit").strip().lower() or "unit"
+        if scaling not in INPUT_SCALINGS:
+            raise ValueError(
+                f"BEN2_WORKER_INPUT_SCALING must be one of {', '.join(INPUT_SCALINGS)}, got {scaling!r}"
+            )
+        return cls(
+            models_dir=Path(env.get("BEN2_WORKER_MODELS", "models")).expanduser(),
+            max_pixels=_env_int(env, "BEN2_WORKER_MAX_PIXELS", DEFAULT_MAX_PIXELS),
+            providers=env.get("BEN2_WORKER_PROVIDERS", "auto").strip() or "auto",
+            input_scaling=scaling,
+            threads=_env_int(env, "BEN2_WORKER_THREADS", None),
+        )

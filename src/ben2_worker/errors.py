@@ -1,0 +1,42 @@
+"""One error hierarchy, so every adapter (CLI, RunPod handler, ComfyUI node) can tell a
+user's mistake from a broken install and report both with a message that says what to do."""
+
+from __future__ import annotations
+
+
+class Ben2WorkerError(Exception):
+    """Base class: the message is written for the person who has to fix it."""
+
+
+class InputError(Ben2WorkerError, ValueError):
+    """Bad input from a caller; the worker keeps serving.
+
+    ``field`` names the request field or file the problem is in, when known."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class ImageDecodeError(InputError):
+    """Data that is not a decodable image: unknown format, truncated, corrupt."""
+
+
+class ImageTooLargeError(InputError):
+    """An image over the configured pixel limit, refused before its pixels are decoded."""
+
+
+class ModelError(Ben2WorkerError):
+    """A model file is missing, corrupt or cannot be loaded: an install problem."""
+
+
+class ModelMissingError(ModelError):
+    pass
+
+
+class ModelCorruptError(ModelError):
+    pass
+
+
+class DownloadError(ModelError):
+    """A download failed (offline, hub unreachable, revision gone)."""

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create (once) and print the path of a virtualenv for this checkout.
+#
+#   scripts/bootstrap.sh [EXTRA ...]      e.g. scripts/bootstrap.sh test
+#
+# The venv lives outside the clone, keyed by the lock file, the extras and the Python
+# version, so CI and fresh clones reuse it; pip's wheel cache sits beside it. The project itself
+# is (re)installed editable on every call, which is cheap and keeps a shared venv pointing at
+# the clone that is running now.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+CACHE="${BEN2_WORKER_CACHE:-$HOME/.cache/ben2-worker}"
+LOCK="$ROOT/requirements/lock.txt"
+EXTRAS="$(IFS=,; echo "$*")"
+
+pyver="$("$PY" -c 'import sys; print("py%d%d" % sys.version_info[:2])')"
+key="$( (cat "$LOCK"; grep -v '^version' "$ROOT/pyproject.toml"; echo "$EXTRAS") | sha256sum | cut -c1-16)"
+VENV="$CACHE/venv-$pyver-$key"
+export PIP_CACHE_DIR="$CACHE/pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if [ ! -f "$VENV/.complete" ]; then
+    echo "bootstrap: creating $VENV (extras: ${EXTRAS:-none})" >&2
+    rm -rf "$VENV"
+    mkdir -p "$CACHE"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade "pip>=24" >&2
+    spec="$ROOT"
+    [ -n "$EXTRAS" ] && spec="$ROOT[$EXTRAS]"
+    # The lock pins every transitive version; -c applies it without installing unused pins.
+    "$VENV/bin/python" -m pip install -q -c "$LOCK" "$spec" >&2
+    touch "$VENV/.complete"
+fi
+"$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
+echo "$VENV"

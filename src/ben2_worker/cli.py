@@ -1,0 +1,215 @@
+"""The ``ben2-worker`` command line: a thin adapter over the engines."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .cli_models import models_app
+from .config import Settings
+from .errors import Ben2WorkerError, InputError
+from .timing import StageTimer
+
+app = typer.Typer(
+    name="ben2-worker",
+    help="BEN2 background removal: CLI, RunPod worker and model store.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_app, name="models", help="List, download and verify the models.")
+
+console = Console(stderr=True)
+out_console = Console()
+
+FORMATS = ("png", "webp", "jpg", "jpeg")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def parse_background(value: str) -> tuple[int, int, int] | None:
+    """``none`` (transparent), a preset name of the user's node, or a hex colour."""
+    from .cutout import BACKGROUND_PRESETS
+    from .imaging import parse_color
+
+    text = value.strip().lower()
+    if text in ("none", "transparent", ""):
+        return None
+    if text in BACKGROUND_PRESETS:
+        return BACKGROUND_PRESETS[text]
+    return parse_color(value)
+
+
+@dataclass
+class RunSummary:
+    written: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def load_engine(settings: Settings, models_dir: Path | None = None):
+    """The BEN2 engine from the models folder: a clear error (and the fix) when it is missing."""
+    from .ben2 import Ben2Model
+    from .cutout import CutoutEngine
+    from .models.store import ModelStore
+
+    store = ModelStore(models_dir or settings.models_dir)
+    path = store.require("ben2")
+    model = Ben2Model(path, providers=settings.providers, threads=settings.threads)
+    return CutoutEngine(model, input_scaling=settings.input_scaling)
+
+
+@app.command()
+def remove(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the cut-outs.")] = Path("cutouts"),
+    format: Annotated[str, typer.Option("--format", "-f", help="png, webp or jpg.")] = "png",
+    background: Annotated[str, typer.Option("--background", "-b", help="none (transparent), white, black, red, green, blue or a hex colour such as #F3FFFF.")] = "none",
+    mask: Annotated[bool, typer.Option("--mask", help="Write the matte (greyscale alpha) instead of the cut-out.")] = False,
+    crop: Annotated[bool, typer.Option("--crop", help="Crop to the subject.")] = False,
+    crop_margin: Annotated[str, typer.Option("--crop-margin", help="Margin around the subject when cropping: pixels (20) or percent (5%).")] = "0",
+    refine: Annotated[bool, typer.Option("--refine", help="Estimate foreground colours at the edges so no background halo shows.")] = False,
+    sensitivity: Annotated[float, typer.Option(min=0.0, max=1.0, help="As the ComfyUI node: alpha x (2 - sensitivity).")] = 1.0,
+    mask_blur: Annotated[int, typer.Option(min=0, max=64, help="Gaussian blur of the matte (pixels at ~1 MP).")] = 0,
+    mask_offset: Annotated[int, typer.Option(min=-64, max=64, help="Grow (+) or shrink (-) the matte by this many pixels at ~1 MP.")] = 0,
+    quality: Annotated[Optional[int], typer.Option(min=1, max=100, help="JPEG/WebP quality; WebP is lossless when not given.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=64, help="Images per model run (used as one batch when the model's batch axis allows).")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    models_dir: Annotated[Optional[Path], typer.Option(help="Models folder (default: $BEN2_WORKER_MODELS or ./models).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log model loading and per-image timings.")] = False,
+) -> None:
+    """Cut the background out of images; outputs keep the input's full resolution."""
+    from .cutout import CropMargin, CutoutOptions, MatteOptions
+    from .files import atomic_write, discover_inputs, output_path, read_input
+    from .imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        fmt = normalize_format(format)
+        options = CutoutOptions(
+            matte=MatteOptions(sensitivity=sensitivity, mask_blur=mask_blur, mask_offset=mask_offset),
+            background=parse_background(background),
+            mask_only=mask,
+            crop=crop,
+            crop_margin=CropMargin.parse(crop_margin),
+            refine=refine,
+        )
+    except (InputError, ValueError) as exc:
+        raise _fail(str(exc))
+
+    inputs, problems = discover_inputs(paths)
+    for problem in problems:
+        console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+    if not inputs:
+        raise _fail("no input images found", code=1)
+
+    started = time.perf_counter()
+    try:
+        engine = load_engine(settings, models_dir)
+    except Ben2WorkerError as exc:
+        raise _fail(str(exc), code=1)
+    load_seconds = time.perf_counter() - started
+
+    summary = RunSummary(failed=len(problems))
+    totals = StageTimer()
+    extension = FORMAT_EXTENSIONS[fmt]
+    suffix = "-mask" if mask else ""
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("cutting out", total=len(inputs))
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            decoded = []
+            for item in chunk:
+                dest = output_path(output, item, extension, suffix)
+                if dest.exists() and not overwrite:
+                    console.print(f"[yellow]skipped:[/] {dest} already exists (use --overwrite to replace it)", highlight=False)
+                    summary.skipped += 1
+                    progress.advance(task)
+                    continue
+                timer = StageTimer()
+                try:
+                    with timer("read"):
+                        data = read_input(item.path)
+                    with timer("decode"):
+                        image = decode_image(data, max_pixels=settings.max_pixels, name=str(item.path))
+                except (Ben2WorkerError, OSError) as exc:
+                    console.print(f"[red]failed:[/] {exc}", highlight=False)
+                    summary.failed += 1
+                    progress.advance(task)
+                    continue
+                decoded.append((item, dest, image, timer))
+            if not decoded:
+                continue
+            try:
+                results = engine.cut_out([d[2].rgb for d in decoded], options)
+            except Ben2WorkerError as exc:
+                for item, *_ in decoded:
+                    console.print(f"[red]failed:[/] {item.path}: {exc}", highlight=False)
+                summary.failed += len(decoded)
+                progress.advance(task, len(decoded))
+                continue
+            for (item, dest, image, timer), result in zip(decoded, results):
+                timer.merge(result.timings)
+                try:
+                    with timer("encode"):
+                        data = encode_image(result.image, fmt, quality=quality, background=options.background or (255, 255, 255))
+                    with timer("write"):
+                        atomic_write(dest, data, overwrite=overwrite)
+                except (Ben2WorkerError, OSError) as exc:
+                    console.print(f"[red]failed:[/] {item.path}: {exc}", highlight=False)
+                    summary.failed += 1
+                else:
+                    summary.written += 1
+                    totals.merge(timer)
+                    if verbose:
+                        h, w = result.image.shape[:2]
+                        console.print(f"{item.path} -> {dest} ({w}x{h}) {timer.as_ms()}", highlight=False)
+                progress.advance(task)
+
+    elapsed = time.perf_counter() - started
+    if summary.written:
+        _print_timings(totals, summary.written, load_seconds)
+    status = "[green]done[/]" if not summary.failed else "[red]finished with failures[/]"
+    console.print(
+        f"{status}: {summary.written} written, {summary.failed} failed, {summary.skipped} skipped "
+        f"in {elapsed:.2f} s -> {output}",
+        highlight=False,
+    )
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _print_timings(totals: StageTimer, count: int, load_seconds: float) -> None:
+    table = Table(title=f"mean per image over {count} image(s); model load {load_seconds * 1000:.0f} ms")
+    table.add_column("stage")
+    table.add_column("ms", justify="right")
+    for stage, seconds in totals.seconds.items():
+        table.add_row(stage, f"{seconds / count * 1000:.1f}")
+    table.add_row("[bold]total[/]", f"[bold]{totals.total() / count * 1000:.1f}[/]")
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

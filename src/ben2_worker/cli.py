@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .cli_models import models_app
 from .config import Settings
+from .engines import load_cutout_engine, model_path
 from .errors import Ben2WorkerError, InputError
 from .timing import StageTimer
 
@@ -33,7 +34,7 @@ FORMATS = ("png", "webp", "jpg", "jpeg")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -57,18 +58,6 @@ class RunSummary:
     skipped: int = 0
 
 
-def load_engine(settings: Settings, models_dir: Path | None = None):
-    """The BEN2 engine from the models folder: a clear error (and the fix) when it is missing."""
-    from .ben2 import Ben2Model
-    from .cutout import CutoutEngine
-    from .models.store import ModelStore
-
-    store = ModelStore(models_dir or settings.models_dir)
-    path = store.require("ben2")
-    model = Ben2Model(path, providers=settings.providers, threads=settings.threads)
-    return CutoutEngine(model, input_scaling=settings.input_scaling)
-
-
 @app.command()
 def remove(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
@@ -82,7 +71,7 @@ def remove(
     sensitivity: Annotated[float, typer.Option(min=0.0, max=1.0, help="As the ComfyUI node: alpha x (2 - sensitivity).")] = 1.0,
     mask_blur: Annotated[int, typer.Option(min=0, max=64, help="Gaussian blur of the matte (pixels at ~1 MP).")] = 0,
     mask_offset: Annotated[int, typer.Option(min=-64, max=64, help="Grow (+) or shrink (-) the matte by this many pixels at ~1 MP.")] = 0,
-    quality: Annotated[Optional[int], typer.Option(min=1, max=100, help="JPEG/WebP quality; WebP is lossless when not given.")] = None,
+    quality: Annotated[Optional[int], typer.Option(min=1, max=100, help="JPEG/WebP quality (default 92 JPEG, 90 WebP); WebP with transparency is lossless when not given.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=64, help="Images per model run (used as one batch when the model's batch axis allows).")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     models_dir: Annotated[Optional[Path], typer.Option(help="Models folder (default: $BEN2_WORKER_MODELS or ./models).")] = None,
@@ -110,13 +99,13 @@ def remove(
 
     inputs, problems = discover_inputs(paths)
     for problem in problems:
-        console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+        console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
     if not inputs:
         raise _fail("no input images found", code=1)
 
     started = time.perf_counter()
     try:
-        engine = load_engine(settings, models_dir)
+        engine = load_cutout_engine(settings, models_dir)
     except Ben2WorkerError as exc:
         raise _fail(str(exc), code=1)
     load_seconds = time.perf_counter() - started
@@ -140,7 +129,7 @@ def remove(
             for item in chunk:
                 dest = output_path(output, item, extension, suffix)
                 if dest.exists() and not overwrite:
-                    console.print(f"[yellow]skipped:[/] {dest} already exists (use --overwrite to replace it)", highlight=False)
+                    console.print(f"[yellow]skipped:[/] {dest} already exists (use --overwrite to replace it)", highlight=False, soft_wrap=True)
                     summary.skipped += 1
                     progress.advance(task)
                     continue
@@ -151,7 +140,7 @@ def remove(
                     with timer("decode"):
                         image = decode_image(data, max_pixels=settings.max_pixels, name=str(item.path))
                 except (Ben2WorkerError, OSError) as exc:
-                    console.print(f"[red]failed:[/] {exc}", highlight=False)
+                    console.print(f"[red]failed:[/] {exc}", highlight=False, soft_wrap=True)
                     summary.failed += 1
                     progress.advance(task)
                     continue
@@ -162,7 +151,7 @@ def remove(
                 results = engine.cut_out([d[2].rgb for d in decoded], options)
             except Ben2WorkerError as exc:
                 for item, *_ in decoded:
-                    console.print(f"[red]failed:[/] {item.path}: {exc}", highlight=False)
+                    console.print(f"[red]failed:[/] {item.path}: {exc}", highlight=False, soft_wrap=True)
                 summary.failed += len(decoded)
                 progress.advance(task, len(decoded))
                 continue
@@ -174,14 +163,14 @@ def remove(
                     with timer("write"):
                         atomic_write(dest, data, overwrite=overwrite)
                 except (Ben2WorkerError, OSError) as exc:
-                    console.print(f"[red]failed:[/] {item.path}: {exc}", highlight=False)
+                    console.print(f"[red]failed:[/] {item.path}: {exc}", highlight=False, soft_wrap=True)
                     summary.failed += 1
                 else:
                     summary.written += 1
                     totals.merge(timer)
                     if verbose:
                         h, w = result.image.shape[:2]
-                        console.print(f"{item.path} -> {dest} ({w}x{h}) {timer.as_ms()}", highlight=False)
+                        console.print(f"{item.path} -> {dest} ({w}x{h}) {timer.as_ms()}", highlight=False, soft_wrap=True)
                 progress.advance(task)
 
     elapsed = time.perf_counter() - started
@@ -195,6 +184,67 @@ def remove(
     )
     if summary.failed:
         raise typer.Exit(1)
+
+
+@app.command("compare-scaling")
+def compare_scaling(
+    photos: Annotated[list[str], typer.Argument(help="Photos, folders or globs to compare on.")],
+    model: Annotated[Optional[Path], typer.Option(help="A BEN2 ONNX file (default: the one in the models folder).")] = None,
+    models_dir: Annotated[Optional[Path], typer.Option(help="Models folder (default: $BEN2_WORKER_MODELS or ./models).")] = None,
+) -> None:
+    """Run BEN2 with both input scalings (x/255 and ImageNet mean/std) and report how far the
+    mattes differ, to settle which one the published ONNX weights expect."""
+    import numpy as np
+
+    from .ben2 import Ben2Model
+    from .cutout import CutoutEngine, MatteOptions, shape_matte, smart_resize_size
+    from .files import discover_inputs, read_input
+    from .imaging import decode_image
+    settings = Settings.from_env()
+    try:
+        path = model or model_path("ben2", settings, models_dir)
+        ben2 = Ben2Model(path, providers=settings.providers, threads=settings.threads)
+    except Ben2WorkerError as exc:
+        raise _fail(str(exc), code=1)
+    engines = {s: CutoutEngine(ben2, input_scaling=s) for s in ("unit", "imagenet")}
+    inputs, problems = discover_inputs(photos)
+    for problem in problems:
+        console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
+    table = Table(title=f"BEN2 input scaling: unit (x/255) vs imagenet (mean/std) on {path}")
+    for col in ("image", "mean |diff|", "IoU @0.5", "uncertain px unit", "uncertain px imagenet"):
+        table.add_column(col, justify="right" if col != "image" else "left")
+    diffs, ious, unc = [], [], {"unit": [], "imagenet": []}
+    for item in inputs:
+        try:
+            rgb = decode_image(read_input(item.path), max_pixels=settings.max_pixels, name=str(item.path)).rgb
+        except (Ben2WorkerError, OSError) as exc:
+            console.print(f"[red]failed:[/] {exc}", highlight=False, soft_wrap=True)
+            continue
+        work = smart_resize_size(rgb.shape[1], rgb.shape[0])
+        mattes, raw_unc = {}, {}
+        for name, eng in engines.items():
+            raw = eng.mattes([rgb])[0]
+            # A well-fed sigmoid output is confident: few pixels between 0.05 and 0.95.
+            raw_unc[name] = float(((raw > 0.05) & (raw < 0.95)).mean())
+            mattes[name] = shape_matte(raw, work, MatteOptions()).astype(np.float32) / 255
+        d = float(np.abs(mattes["unit"] - mattes["imagenet"]).mean())
+        a, b = mattes["unit"] > 0.5, mattes["imagenet"] > 0.5
+        union = (a | b).sum()
+        iou = float((a & b).sum() / union) if union else 1.0
+        diffs.append(d), ious.append(iou)
+        for k in unc:
+            unc[k].append(raw_unc[k])
+        table.add_row(str(item.path), f"{d:.4f}", f"{iou:.3f}", f"{raw_unc['unit']:.2%}", f"{raw_unc['imagenet']:.2%}")
+    if not diffs:
+        raise _fail("no photos could be read", code=1)
+    out_console.print(table)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    better = "unit" if mean(unc["unit"]) <= mean(unc["imagenet"]) else "imagenet"
+    out_console.print(
+        f"mean |diff| {mean(diffs):.4f}, mean IoU {mean(ious):.3f}; the more confident scaling is "
+        f"[bold]{better}[/] (fewer uncertain pixels). Set BEN2_WORKER_INPUT_SCALING accordingly "
+        "and record the result in docs/models.md."
+    )
 
 
 def _print_timings(totals: StageTimer, count: int, load_seconds: float) -> None:

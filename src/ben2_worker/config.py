@@ -39,6 +39,8 @@ class Settings:
     input_scaling: str = "unit"
     #: Overrides the thread count derived from the container's CPU quota.
     threads: int | None = None
+    #: Accept model files that differ from the pinned checksums (own re-exports, test stand-ins).
+    allow_custom_models: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -54,4 +56,5 @@ class Settings:
             providers=env.get("BEN2_WORKER_PROVIDERS", "auto").strip() or "auto",
             input_scaling=scaling,
             threads=_env_int(env, "BEN2_WORKER_THREADS", None),
+            allow_custom_models=env.get("BEN2_WORKER_ALLOW_CUSTOM_MODELS", "").strip().lower() in ("1", "true", "yes"),
         )

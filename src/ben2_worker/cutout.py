@@ -140,47 +140,68 @@ def compose(rgb: np.ndarray, alpha: np.ndarray, background: tuple[int, int, int]
         out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
         out[..., 3] = alpha
         return out
-    a = alpha.astype(np.uint16)[..., None]
-    bg = np.asarray(background, dtype=np.uint16)
-    # Integer blend with rounding: exact at alpha 0 and 255.
-    blended = rgb.astype(np.uint16) * a + bg * (255 - a) + 127
-    return (blended // 255).astype(np.uint8)
+    # cv2.blendLinear: ~2x faster than integer numpy at 12 MP; exact at alpha 0 and 255,
+    # within one level in between.
+    weight = alpha.astype(np.float32) * np.float32(1 / 255)
+    backdrop = np.empty_like(rgb)
+    backdrop[:] = background
+    return cv2.blendLinear(rgb, backdrop, weight, 1 - weight)
 
 
-def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, radii: tuple[int, ...] = REFINE_RADII) -> np.ndarray:
+def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, radii: tuple[int, int] = REFINE_RADII) -> np.ndarray:
     """Foreground colours with the background's colour removed from semi-transparent edges
     (blur-fusion estimate), so a cut-out on a new background shows no halo.
 
-    Only the band where 0 < alpha < 255 changes; work is confined to that band's bounding box
-    plus the blur reach, which on most photos is a fraction of the frame."""
+    Only pixels with 0 < alpha < 255 change. The wide pass only needs smooth estimates, so it
+    runs at ~1 MP and is enlarged; the narrow pass runs at full resolution but only on tiles
+    that hold edge pixels. A 12 MP photo takes a fraction of a second instead of seconds."""
     band = (alpha > 0) & (alpha < 255)
     if not band.any():
         return rgb
-    reach = sum(radii)
-    ys, xs = np.nonzero(band.any(axis=1))[0], np.nonzero(band.any(axis=0))[0]
     h, w = alpha.shape
-    y0, y1 = max(0, ys[0] - reach), min(h, ys[-1] + 1 + reach)
-    x0, x1 = max(0, xs[0] - reach), min(w, xs[-1] + 1 + reach)
-    image = rgb[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
-    a = alpha[y0:y1, x0:x1].astype(np.float32)[..., None] * np.float32(1 / 255)
-    fg, bg = image, image
-    for r in radii:
-        fg, bg = _blur_fusion(image, fg, bg, a, r)
+    wide, narrow = radii
+
+    # Wide pass at <= ~1 MP: its box filter of `wide` pixels averages away detail anyway.
+    scale = min(1.0, math.sqrt(1024 * 1024 / (h * w)))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small_img = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1 / 255)
+    small_a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1 / 255)
+    fg_small, bg_small = _blur_fusion(small_img, small_img, small_img, small_a, max(1, round(wide * scale)))
+    sx, sy = size[0] / w, size[1] / h
+
+    # Narrow pass at full resolution, only on tiles holding edge pixels; each tile's wide
+    # estimates are sampled (bilinear) from the small maps, never enlarged whole.
     out = rgb.copy()
-    region = out[y0:y1, x0:x1]
-    sel = band[y0:y1, x0:x1]
-    region[sel] = np.clip(fg[sel] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    tile, pad = 256, narrow + 1
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            sel = band[y : y + tile, x : x + tile]
+            if not sel.any():
+                continue
+            y0, y1, x0, x1 = max(0, y - pad), min(h, y + tile + pad), max(0, x - pad), min(w, x + tile + pad)
+            warp = np.float32([[sx, 0, (x0 + 0.5) * sx - 0.5], [0, sy, (y0 + 0.5) * sy - 0.5]])
+            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            fg = cv2.warpAffine(fg_small, warp, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            bg = cv2.warpAffine(bg_small, warp, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            image = rgb[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
+            a = alpha[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
+            f, _ = _blur_fusion(image, fg, bg, a, narrow)
+            inner = f[y - y0 : y - y0 + sel.shape[0], x - x0 : x - x0 + sel.shape[1]]
+            region = out[y : y + tile, x : x + tile]
+            region[sel] = np.clip(inner[sel] * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
 def _blur_fusion(image, fg, bg, a, r):
+    """One blur-fusion step on float32 (H,W,3) colours and an (H,W) alpha."""
     eps = np.float32(1e-5)
     ksize = (r, r)
-    blurred_a = cv2.blur(a, ksize)[..., None]
-    blurred_fg = cv2.blur(fg * a, ksize) / (blurred_a + eps)
-    blurred_bg = cv2.blur(bg * (1 - a), ksize) / ((1 - blurred_a) + eps)
-    new_fg = blurred_fg + a * (image - a * blurred_fg - (1 - a) * blurred_bg)
-    return np.clip(new_fg, 0, 1), blurred_bg
+    a3 = cv2.merge([a, a, a])
+    blurred_a = cv2.blur(a3, ksize)
+    blurred_fg = cv2.blur(fg * a3, ksize) / (blurred_a + eps)
+    blurred_bg = cv2.blur(bg * (1 - a3), ksize) / ((1 - blurred_a) + eps)
+    new_fg = blurred_fg + a3 * (image - a3 * blurred_fg - (1 - a3) * blurred_bg)
+    return np.clip(new_fg, 0, 1, out=new_fg), blurred_bg
 
 
 # --------------------------------------------------------------------------- crop

@@ -1,0 +1,43 @@
+"""Building engines from settings: the one place that turns a models folder into loaded models,
+shared by the CLI and the worker so both refuse a broken install the same way."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .config import Settings
+from .errors import ModelCorruptError
+
+log = logging.getLogger(__name__)
+
+
+def model_path(name: str, settings: Settings, models_dir: Path | None = None) -> Path:
+    """Path of a model that passed the store's checks.
+
+    A file that differs from the pinned checksum is refused, unless the operator set
+    ``BEN2_WORKER_ALLOW_CUSTOM_MODELS=1`` for their own re-export (or a test stand-in): then it
+    is used with a warning. Missing files are always refused."""
+    from .models.store import ModelStore
+
+    store = ModelStore(models_dir or settings.models_dir)
+    try:
+        return store.require(name, full_check=True)
+    except ModelCorruptError as exc:
+        if not settings.allow_custom_models:
+            raise ModelCorruptError(
+                f"{exc} (to run a model of your own on purpose, set BEN2_WORKER_ALLOW_CUSTOM_MODELS=1)"
+            ) from exc
+        path = store.path(name)
+        log.warning("using custom %s model %s: it does not match the pinned checksum "
+                    "(BEN2_WORKER_ALLOW_CUSTOM_MODELS=1)", name, path)
+        return path
+
+
+def load_cutout_engine(settings: Settings, models_dir: Path | None = None):
+    from .ben2 import Ben2Model
+    from .cutout import CutoutEngine
+
+    path = model_path("ben2", settings, models_dir)
+    model = Ben2Model(path, providers=settings.providers, threads=settings.threads)
+    return CutoutEngine(model, input_scaling=settings.input_scaling)

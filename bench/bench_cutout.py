@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -41,12 +41,15 @@ WORKFLOW_MATTE = MatteOptions(sensitivity=0.7, mask_blur=0, mask_offset=-1)  # t
 
 
 def make_input(megapixels: float) -> bytes:
-    """A JPEG of the bundled astronaut photo enlarged to ~N MP at 4:3, as a camera would deliver."""
+    """A JPEG of the bundled astronaut photo enlarged to ~N MP at 4:3 and stored the way a phone
+    held upright stores it: pixels in portrait, EXIF orientation 6 to display in landscape."""
     photo = Image.open(ROOT / "samples" / "astronaut.jpg").convert("RGB")
     w = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
     h = int(round(w * 3 / 4))
+    exif = Image.Exif()
+    exif[0x0112] = 6
     buf = io.BytesIO()
-    photo.resize((w, h), Image.BICUBIC).save(buf, "JPEG", quality=90)
+    photo.resize((w, h), Image.BICUBIC).transpose(Image.ROTATE_90).save(buf, "JPEG", quality=90, exif=exif.tobytes())
     return buf.getvalue()
 
 
@@ -77,8 +80,8 @@ def _pil2tensor(img: Image.Image) -> np.ndarray:
 
 def run_user_chain(model: Ben2Model, data: bytes) -> StageTimer:
     t = StageTimer()
-    with t("decode"):  # LoadImage
-        img = Image.open(io.BytesIO(data))
+    with t("decode"):  # LoadImage: exif_transpose, RGB, float32 tensor
+        img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
         img = img.convert("RGB")
         tensor = _pil2tensor(img)
     ow, oh = img.size
@@ -118,6 +121,10 @@ def run_user_chain(model: Ben2Model, data: bytes) -> StageTimer:
 
 
 def make_rembg(model_path: Path):
+    import os
+
+    # rembg only opens custom models inside its models folder ($U2NET_HOME).
+    os.environ["U2NET_HOME"] = str(model_path.parent)
     try:
         from rembg import new_session, remove
     except ImportError:
@@ -178,10 +185,11 @@ def main() -> None:
 
     for mp in [float(s) for s in args.sizes.split(",")]:
         data = make_input(mp)
-        w, h = Image.open(io.BytesIO(data)).size
-        print(f"=== {mp:g} MP input ({w}x{h}, JPEG {len(data) / 1e6:.1f} MB)")
+        w, h = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size
+        print(f"=== {mp:g} MP input ({w}x{h} displayed, EXIF-rotated JPEG {len(data) / 1e6:.1f} MB)")
         plain = CutoutOptions(matte=WORKFLOW_MATTE)
         refined = CutoutOptions(matte=WORKFLOW_MATTE, refine=True)
+        run_ours(engine, data, plain), run_user_chain(model, data)  # warm caches and allocators
         ours = median_timer([run_ours(engine, data, plain) for _ in range(args.repeats)])
         ours_refine = median_timer([run_ours(engine, data, refined) for _ in range(args.repeats)])
         theirs = median_timer([run_user_chain(model, data) for _ in range(args.repeats)])

@@ -21,17 +21,20 @@ VENV="$CACHE/venv-$pyver-$key"
 export PIP_CACHE_DIR="$CACHE/pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# pip -q still prints one warning per unusable index location some machines configure.
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) >&2; }
+
 if [ ! -f "$VENV/.complete" ]; then
     echo "bootstrap: creating $VENV (extras: ${EXTRAS:-none})" >&2
     rm -rf "$VENV"
     mkdir -p "$CACHE"
     "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade "pip>=24" >&2
+    quiet_pip install -q --upgrade "pip>=24"
     spec="$ROOT"
     [ -n "$EXTRAS" ] && spec="$ROOT[$EXTRAS]"
     # The lock pins every transitive version; -c applies it without installing unused pins.
-    "$VENV/bin/python" -m pip install -q -c "$LOCK" "$spec" >&2
+    quiet_pip install -q -c "$LOCK" "$spec"
     touch "$VENV/.complete"
 fi
-"$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
+quiet_pip install -q --no-deps -e "$ROOT"
 echo "$VENV"

@@ -202,3 +202,13 @@ def test_console_script_runs_on_the_bundled_samples(env, tmp_path):
     for name in ("astronaut", "chelsea", "coffee", "rocket"):
         cut = Image.open(tmp_path / "out" / f"{name}.png")
         assert cut.mode == "RGBA" and cut.size == Image.open(SAMPLES / f"{name}.jpg").size
+
+
+def test_outputs_get_normal_permissions(env, tmp_path):
+    old = os.umask(0o022)
+    try:
+        src = shutil.copy(SAMPLES / "chelsea.jpg", tmp_path / "cat.jpg")
+        assert invoke("remove", str(src), "-o", str(tmp_path / "out")).exit_code == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out" / "cat.png").stat().st_mode & 0o777 == 0o644

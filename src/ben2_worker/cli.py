@@ -248,7 +248,7 @@ def compare_scaling(
 
 
 def _print_timings(totals: StageTimer, count: int, load_seconds: float) -> None:
-    table = Table(title=f"mean per image over {count} image(s); model load {load_seconds * 1000:.0f} ms")
+    table = Table(title="mean ms per image", caption=f"{count} image(s); model load {load_seconds * 1000:.0f} ms")
     table.add_column("stage")
     table.add_column("ms", justify="right")
     for stage, seconds in totals.seconds.items():

@@ -84,6 +84,7 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> None:
         raise FileExistsError(f"{path} already exists (use --overwrite to replace it)")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -106,6 +107,12 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_input(path: Path, max_bytes: int = 512 * 1024 * 1024) -> bytes:

@@ -352,21 +352,26 @@ def _pil_to_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    """ImageOps.exif_transpose's mapping, done on arrays (views, then at most one copy)."""
+    """ImageOps.exif_transpose's mapping, done on arrays with OpenCV's SIMD flips/rotations
+    (a strided numpy copy of a rotated 12 MP photo costs ~90 ms; these ~10 ms)."""
+    import cv2
+
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        a = np.ascontiguousarray(a)
     if orientation == 2:
-        a = a[:, ::-1]
+        a = cv2.flip(a, 1)
     elif orientation == 3:
-        a = a[::-1, ::-1]
+        a = cv2.rotate(a, cv2.ROTATE_180)
     elif orientation == 4:
-        a = a[::-1]
+        a = cv2.flip(a, 0)
     elif orientation == 5:
-        a = a.swapaxes(0, 1)
+        a = cv2.transpose(a)
     elif orientation == 6:
-        a = a.swapaxes(0, 1)[:, ::-1]
+        a = cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE)
     elif orientation == 7:
-        a = a[::-1, ::-1].swapaxes(0, 1)
+        a = cv2.rotate(cv2.transpose(a), cv2.ROTATE_180)
     elif orientation == 8:
-        a = a.swapaxes(0, 1)[::-1]
+        a = cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)
     return np.require(a, np.uint8, ["C", "W"])  # the caller owns a writable copy
 
 

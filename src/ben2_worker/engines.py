@@ -4,10 +4,11 @@ shared by the CLI and the worker so both refuse a broken install the same way.""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings
-from .errors import ModelCorruptError
+from .errors import EngineUnavailableError, ModelCorruptError
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +42,24 @@ def load_cutout_engine(settings: Settings, models_dir: Path | None = None):
     path = model_path("ben2", settings, models_dir)
     model = Ben2Model(path, providers=settings.providers, threads=settings.threads)
     return CutoutEngine(model, input_scaling=settings.input_scaling)
+
+
+@dataclass
+class Engines:
+    """The loaded engines a process serves with, built once at start and injected into the
+    handler, the workflow runner and the nodes. ``None`` means "not available here": nodes
+    and pipelines that need it fail with a clear error, never with a fake result."""
+
+    cutout: "CutoutEngine | None" = None  # noqa: F821
+    caption: object | None = None  # Florence-2 (safety-stack milestone)
+    nudenet: object | None = None  # NudeNet detector (safety-stack milestone)
+    classifier: object | None = None  # LLM multi-domain classifier (safety-stack milestone)
+    settings: Settings = field(default_factory=Settings)
+
+    def require_cutout(self) -> "CutoutEngine":  # noqa: F821
+        if self.cutout is None:
+            raise EngineUnavailableError(
+                "the BEN2 cut-out engine is not loaded in this worker "
+                "(its model is missing: run `ben2-worker models download ben2`)"
+            )
+        return self.cutout

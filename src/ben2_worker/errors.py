@@ -40,3 +40,8 @@ class ModelCorruptError(ModelError):
 
 class DownloadError(ModelError):
     """A download failed (offline, hub unreachable, revision gone)."""
+
+
+class EngineUnavailableError(Ben2WorkerError):
+    """A node or pipeline needs an engine this worker does not serve (model absent or the
+    engine not built yet). Never answered with a fake result; safety stages fail closed."""

@@ -24,6 +24,21 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # pip -q still prints one warning per unusable index location some machines configure.
 quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) >&2; }
 
+# llama-cpp-python ships no wheels on PyPI: compile it once (~5-7 min on 2 cores) into a wheel
+# cached beside the venvs, so new venvs (and CI runs) install it in seconds.
+WHEELS="$CACHE/wheels"
+ensure_llama_wheel() {
+    local version
+    version="$(sed -n 's/^llama[-_]cpp[-_]python==\(.*\)$/\1/p' "$LOCK")"
+    [ -n "$version" ] || { echo "bootstrap: llama-cpp-python is not pinned in $LOCK" >&2; exit 1; }
+    if ! ls "$WHEELS"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
+        echo "bootstrap: compiling llama-cpp-python $version (CPU, portable) into $WHEELS; this takes minutes once" >&2
+        mkdir -p "$WHEELS"
+        CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$PY" -m pip wheel -q --no-deps "llama-cpp-python==$version" -w "$WHEELS" \
+            2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) >&2
+    fi
+}
+
 if [ ! -f "$VENV/.complete" ]; then
     echo "bootstrap: creating $VENV (extras: ${EXTRAS:-none})" >&2
     rm -rf "$VENV"
@@ -33,7 +48,11 @@ if [ ! -f "$VENV/.complete" ]; then
     spec="$ROOT"
     [ -n "$EXTRAS" ] && spec="$ROOT[$EXTRAS]"
     # The lock pins every transitive version; -c applies it without installing unused pins.
-    quiet_pip install -q -c "$LOCK" "$spec"
+    case ",$EXTRAS," in *,full,*) ensure_llama_wheel ;; esac
+    # /opt/wheels (where present) holds the CPU build of torch; the lock pins that build.
+    links=(--find-links "$WHEELS")
+    [ -d /opt/wheels ] && links+=(--find-links /opt/wheels)
+    quiet_pip install -q -c "$LOCK" "${links[@]}" "$spec"
     touch "$VENV/.complete"
 fi
 quiet_pip install -q --no-deps -e "$ROOT"

@@ -1,0 +1,1 @@
+"""The safety stack: captions, nudity detection, the LLM classifier and the gate."""

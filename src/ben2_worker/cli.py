@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .cli_models import models_app
+from .cli_workflow import workflow_app
 from .config import Settings
 from .engines import load_cutout_engine, model_path
 from .errors import Ben2WorkerError, InputError
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_app, name="models", help="List, download and verify the models.")
+app.add_typer(workflow_app, name="workflow", help="Convert and validate ComfyUI workflows.")
 
 console = Console(stderr=True)
 out_console = Console()
@@ -245,6 +247,31 @@ def compare_scaling(
         f"[bold]{better}[/] (fewer uncertain pixels). Set BEN2_WORKER_INPUT_SCALING accordingly "
         "and record the result in docs/models.md."
     )
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the local API.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+    log_level: Annotated[str, typer.Option(help="The SDK's log level (DEBUG logs whole outputs, base64 included).")] = "INFO",
+) -> None:
+    """Run the worker behind the runpod SDK's local API (/runsync, /run, /status/{id}) with the
+    configured models, on this machine's CPU or GPU."""
+    import sys
+
+    from . import handler as worker_handler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        worker_handler.start_processor()
+    except (Ben2WorkerError, ValueError) as exc:
+        raise _fail(f"worker cannot start: {exc}", code=1)
+    import runpod
+
+    # The SDK reads its server flags from argv.
+    sys.argv = [sys.argv[0], "--rp_serve_api", "--rp_api_host", host, "--rp_api_port", str(port),
+                "--rp_log_level", log_level.upper()]
+    runpod.serverless.start({"handler": worker_handler.handler})
 
 
 def _print_timings(totals: StageTimer, count: int, load_seconds: float) -> None:

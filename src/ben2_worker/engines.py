@@ -8,30 +8,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings
-from .errors import EngineUnavailableError, ModelCorruptError
+from .errors import EngineUnavailableError, ModelCorruptError, ModelError
 
 log = logging.getLogger(__name__)
 
 
 def model_path(name: str, settings: Settings, models_dir: Path | None = None) -> Path:
-    """Path of a model that passed the store's checks.
+    """Path of a model that passed the store's checks (checksums verified, stamped).
 
-    A file that differs from the pinned checksum is refused, unless the operator set
-    ``BEN2_WORKER_ALLOW_CUSTOM_MODELS=1`` for their own re-export (or a test stand-in): then it
-    is used with a warning. Missing files are always refused."""
+    A file that differs from its pin is refused, unless the operator set
+    ``BEN2_WORKER_ALLOW_CUSTOM_MODELS=1`` for their own re-export (or a test stand-in): then
+    whatever is at the model's path is used, with a warning. Nothing there is always refused."""
     from .models.store import ModelStore
 
     store = ModelStore(models_dir or settings.models_dir)
     try:
         return store.require(name, full_check=True)
-    except ModelCorruptError as exc:
-        if not settings.allow_custom_models:
-            raise ModelCorruptError(
-                f"{exc} (to run a model of your own on purpose, set BEN2_WORKER_ALLOW_CUSTOM_MODELS=1)"
-            ) from exc
+    except ModelError as exc:
         path = store.path(name)
-        log.warning("using custom %s model %s: it does not match the pinned checksum "
-                    "(BEN2_WORKER_ALLOW_CUSTOM_MODELS=1)", name, path)
+        if not settings.allow_custom_models or not path.exists():
+            if isinstance(exc, ModelCorruptError):
+                raise ModelCorruptError(
+                    f"{exc} (to run a model of your own on purpose, set BEN2_WORKER_ALLOW_CUSTOM_MODELS=1)"
+                ) from exc
+            raise
+        log.warning("using custom %s model %s: it does not match the manifest (%s); "
+                    "BEN2_WORKER_ALLOW_CUSTOM_MODELS=1", name, path, exc)
         return path
 
 

@@ -182,10 +182,9 @@ class Captioner:
         store confirmed every file's sha256 (stamped, so later starts cost a stat per file).
         Any :class:`ModelError` propagates: a missing or altered model is never replaced by
         something else."""
-        from ben2_worker.models.store import ModelStore
+        from ben2_worker.engines import model_path
 
-        path = ModelStore(settings.models_dir).require(MODEL_NAME, full_check=True)
-        return cls(path, **kw)
+        return cls(model_path(MODEL_NAME, settings), **kw)
 
     @staticmethod
     def _pick_device(torch: Any, requested: str) -> str:

@@ -135,19 +135,9 @@ class SafetyClassifier:
     def from_store(cls, settings: "Settings", **kw: Any) -> "SafetyClassifier":
         """The manifest's ``llama`` model from the models folder, checksum-verified. A missing or
         corrupt file raises ModelError: there is no fallback classifier."""
-        from ben2_worker.models.store import ModelStore
+        from ben2_worker.engines import model_path
 
-        store = ModelStore(settings.models_dir)
-        try:
-            path = store.require(MODEL_NAME, full_check=True)
-        except ModelCorruptError as exc:
-            # The project-wide, explicit switch for one's own re-export (same as engines.model_path).
-            if not settings.allow_custom_models:
-                raise ModelCorruptError(
-                    f"{exc} (to run a model of your own on purpose, set BEN2_WORKER_ALLOW_CUSTOM_MODELS=1)"
-                ) from exc
-            path = store.path(MODEL_NAME)
-            log.warning("using custom %s model %s: it does not match the pinned checksum", MODEL_NAME, path)
+        path = model_path(MODEL_NAME, settings)
         kw.setdefault("threads", settings.threads)
         return cls(path, **kw)
 

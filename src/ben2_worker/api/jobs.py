@@ -1,0 +1,261 @@
+"""One RunPod job, end to end: parse → decode → run → encode → deliver → respond.
+
+Every failure becomes an ``{"error": ...}`` response naming what was wrong; the worker keeps
+serving. A job that overruns its time limit is answered with an error and asks RunPod to
+recycle the worker (the stuck thread cannot be killed from Python)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ..cutout import BACKGROUND_PRESETS, CropMargin, CutoutOptions, MatteOptions
+from ..engines import Engines
+from ..errors import Ben2WorkerError, InputError
+from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format, parse_color
+from ..pipelines import FullResult, require_pipeline, run_full, run_simple
+from ..timing import StageTimer
+from . import schemas
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOB_TIMEOUT_S = 300.0
+CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+
+ProgressFn = Callable[[str], None]
+
+
+def _job_timeout(env=os.environ) -> float:
+    raw = env.get("BEN2_WORKER_JOB_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_JOB_TIMEOUT_S
+    value = float(raw)
+    if value <= 0:
+        raise ValueError(f"BEN2_WORKER_JOB_TIMEOUT must be positive, got {raw}")
+    return value
+
+
+class JobProcessor:
+    """The handler's logic over injected engines, runner and delivery (all built once)."""
+
+    def __init__(
+        self,
+        engines: Engines,
+        *,
+        runner=None,
+        delivery=None,
+        fetch_policy=None,
+        job_timeout_s: float | None = None,
+        progress: Callable[[dict, str], None] | None = None,
+    ):
+        from .delivery import Delivery
+        from .fetch import FetchPolicy
+
+        self.engines = engines
+        self._runner = runner
+        self.delivery = delivery or Delivery.from_env()
+        self.fetch_policy = fetch_policy or FetchPolicy.from_env()
+        self.job_timeout_s = job_timeout_s or _job_timeout()
+        self._progress = progress
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            from ..workflow import WorkflowRunner
+
+            self._runner = WorkflowRunner(self.engines)
+        return self._runner
+
+    # ------------------------------------------------------------------ entry
+
+    def __call__(self, job: dict) -> dict:
+        future = self._pool.submit(self._process, job)
+        try:
+            return future.result(timeout=self.job_timeout_s)
+        except concurrent.futures.TimeoutError:
+            log.error("job %s exceeded %.0f s; asking RunPod to recycle this worker", job.get("id"), self.job_timeout_s)
+            return {
+                "error": f"job exceeded the {self.job_timeout_s:g} s time limit (BEN2_WORKER_JOB_TIMEOUT)",
+                "refresh_worker": True,
+            }
+
+    def _process(self, job: dict) -> dict:
+        job_id = str(job.get("id") or uuid.uuid4())
+        progress = (lambda msg: self._progress(job, msg)) if self._progress else (lambda msg: None)
+        try:
+            data = schemas.parse_job_input(job.get("input"))
+            if schemas.is_workflow_request(data):
+                response = self._workflow_job(job_id, data, progress)
+            else:
+                response = self._simple_job(job_id, data, progress)
+            from .delivery import response_size_check
+
+            response_size_check(response)
+            return response
+        except Ben2WorkerError as exc:
+            log.info("job %s refused: %s", job_id, exc)
+            return _error_response(exc)
+        except Exception as exc:  # a bug: report it, keep serving
+            log.exception("job %s failed", job_id)
+            return {"error": f"internal error: {type(exc).__name__}: {exc}"}
+
+    # ------------------------------------------------------------------ worker-comfyui
+
+    def _workflow_job(self, job_id: str, data: dict, progress: ProgressFn) -> dict:
+        workflow, image_specs = schemas.parse_comfy_request(data)
+        progress("validating workflow")
+        graph = self.runner.prepare(workflow)  # everything is checked before anything runs
+        images: dict[str, bytes] = {}
+        problems = []
+        for i, spec in enumerate(image_specs):
+            try:
+                images[spec["name"]] = schemas.decode_base64_image(spec["image"], field=f"images[{i}].image")
+            except InputError as exc:
+                problems.append(f"{spec['name']}: {exc}")
+        if problems:
+            return {"error": "Failed to upload one or more input images", "details": problems}
+        progress("running workflow")
+        result = self.runner.run(graph, images, progress=progress)
+        progress("delivering outputs")
+        from .delivery import Artifact
+
+        out_images, errors = [], []
+        for img in result.images:
+            try:
+                out_images.append(self.delivery.deliver(job_id, Artifact(img.filename, img.data, "image/png")))
+            except Ben2WorkerError as exc:
+                errors.append(f"{img.filename}: {exc}")
+        response: dict[str, Any] = {"images": out_images}
+        if result.texts:
+            response["text"] = [{"node_id": t.node_id, "class_type": t.class_type, "text": t.text} for t in result.texts]
+        response["timings"] = {k: round(v * 1000, 2) for k, v in result.timings.items()}
+        if errors:
+            response["errors"] = errors
+        if not out_images:
+            if errors:
+                return {"error": "Failed to deliver the output images", "details": errors}
+            response["status"] = "success_no_images"
+        return response
+
+    # ------------------------------------------------------------------ simple task API
+
+    def _simple_job(self, job_id: str, data: dict, progress: ProgressFn) -> dict:
+        from .delivery import Artifact
+        from .fetch import check_url, fetch_url
+
+        request = schemas.parse_simple_request(data)
+        require_pipeline(self.engines, request.pipeline)  # before any download or decode
+        fmt = normalize_format(request.output.format)
+        options = _cutout_options(request.output)
+        items = request.items()
+        for i, item in enumerate(items):  # refuse a bad upload target before doing the work
+            for name in ("put_url", "mask_put_url"):
+                if getattr(item, name):
+                    check_url(getattr(item, name), self.fetch_policy, field=_put_field(request, i, name))
+        timers = [StageTimer() for _ in items]
+        decoded = []
+        for i, (item, t) in enumerate(zip(items, timers)):
+            field = "input.image" if request.image is not None else f"input.images[{i}]"
+            progress(f"reading image {i + 1}/{len(items)}")
+            with t("fetch"):
+                if item.image.startswith(("https://", "http://")):
+                    raw = fetch_url(item.image, self.fetch_policy, field=field)
+                else:
+                    raw = schemas.decode_base64_image(item.image, field=field)
+            with t("decode"):
+                decoded.append(decode_image(raw, max_pixels=self.engines.settings.max_pixels, name=field).rgb)
+        if request.pipeline == "full":
+            progress(f"checking {len(decoded)} image(s): caption, NudeNet, classifier, gate")
+            full = run_full(self.engines, decoded, options)
+        else:
+            progress(f"cutting out {len(decoded)} image(s)")
+            full = [FullResult(verdict=None, caption=None, cutout=r, timings=StageTimer())
+                    for r in run_simple(self.engines, decoded, options)]
+        progress("encoding and delivering")
+        out = []
+        for i, (item, res, t) in enumerate(zip(items, full, timers)):
+            t.merge(res.timings)
+            entry: dict[str, Any] = {}
+            if res.verdict is not None:
+                entry["caption"] = res.caption
+                entry["verdict"] = res.verdict.as_dict()
+            result = res.cutout
+            if result is None:  # blocked by the safety gate: the cut-out is withheld
+                entry.update({"status": "blocked", "timings": t.as_ms()})
+                out.append(entry)
+                continue
+            stem = f"{job_id}_{i}" if len(items) > 1 else job_id
+            with t("encode"):
+                data_bytes = encode_image(result.image, fmt, quality=request.output.quality,
+                                          background=options.background or (255, 255, 255))
+            with t("deliver"):
+                entry.update(self.delivery.deliver(
+                    job_id, Artifact(stem + FORMAT_EXTENSIONS[fmt], data_bytes, CONTENT_TYPES[fmt]),
+                    put_url=item.put_url, field=_put_field(request, i, "put_url"),
+                ))
+            h, w = result.image.shape[:2]
+            entry.update({"status": "allowed" if res.verdict is not None else "success", "width": w, "height": h})
+            if result.crop_box is not None:
+                entry["crop_box"] = list(result.crop_box)
+            if request.output.mask:
+                with t("encode"):
+                    mask_png = encode_image(result.alpha, "png")
+                with t("deliver"):
+                    entry["mask"] = self.delivery.deliver(
+                        job_id, Artifact(stem + "-mask.png", mask_png, "image/png"),
+                        put_url=item.mask_put_url, field=_put_field(request, i, "mask_put_url"),
+                    )
+            entry["timings"] = t.as_ms()
+            out.append(entry)
+        response: dict[str, Any] = {"pipeline": request.pipeline, "images": out}
+        blocked = sum(1 for e in out if e.get("status") == "blocked")
+        if blocked:
+            response["status"] = "blocked" if blocked == len(out) else "partially_blocked"
+        return response
+
+
+def _put_field(request: schemas.SimpleRequest, index: int, name: str) -> str:
+    return f"input.output.{name}" if request.image is not None else f"input.images[{index}].{name}"
+
+
+def _cutout_options(output: schemas.OutputOptions) -> CutoutOptions:
+    text = output.background.strip().lower()
+    if text in ("none", "transparent", ""):
+        background = None
+    elif text in BACKGROUND_PRESETS:
+        background = BACKGROUND_PRESETS[text]
+    else:
+        try:
+            background = parse_color(output.background)
+        except InputError as exc:
+            raise InputError(f"input.output.background: {exc}", field="output.background") from None
+    return CutoutOptions(
+        matte=MatteOptions(sensitivity=output.sensitivity, mask_blur=output.mask_blur, mask_offset=output.mask_offset),
+        background=background,
+        mask_only=output.mask_only,
+        crop=output.crop,
+        crop_margin=CropMargin.parse(output.crop_margin),
+        refine=output.refine,
+    )
+
+
+def _error_response(exc: Ben2WorkerError) -> dict:
+    response: dict[str, Any] = {"error": str(exc)}
+    details = getattr(exc, "node_errors", None)
+    if details:
+        response["details"] = details
+    return response
+
+
+def runpod_progress(job: dict, message: str) -> None:
+    """progress_update on RunPod; a log line elsewhere (the SDK's call needs the platform)."""
+    if os.environ.get("RUNPOD_POD_ID") or os.environ.get("RUNPOD_WEBHOOK_PING"):
+        import runpod
+
+        runpod.serverless.progress_update(job, message)
+    log.info("job %s: %s", job.get("id"), message)

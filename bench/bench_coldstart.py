@@ -70,8 +70,8 @@ def main() -> None:
     print(f"empty interpreter: {empty * 1000:.0f} ms")
     try:
         torch_t = statistics.median(timed([sys.executable, "-c", "import torch"], env)[0] for _ in range(args.runs))
-        print(f"`import torch` alone: {torch_t * 1000:.0f} ms -> our whole cold start is {torch_t / worker:.1f}x "
-              "shorter than a torch-based worker's import floor")
+        print(f"`import torch` alone: {torch_t * 1000:.0f} ms (the floor of a torch-based worker before it loads "
+              f"anything); our whole cold start / that floor = {worker / torch_t:.2f}")
     except SystemExit:
         print("`import torch`: torch is not installed in this environment (the simple worker does not need it)")
 

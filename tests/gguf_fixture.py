@@ -253,3 +253,25 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python tests/gguf_f
 
     out = build_tiny_llama_gguf(sys.argv[1] if len(sys.argv) > 1 else "tiny-llama.gguf")
     print(out, out.stat().st_size, "bytes")
+
+
+#: The classifier's verdict words (``safety.policy.VERDICTS``).
+VERDICT_WORDS = ("SAFE", "BORDERLINE", "UNSAFE")
+
+
+def build_verdict_llama_gguf(path: str | Path, verdict: str = "SAFE", *, corpus: str | None = None, seed: int = 0) -> Path:
+    """A tiny random GGUF whose grammar-constrained classifier answer is deterministic: every
+    domain ``verdict`` (and the one reason is the word ``verdict``).
+
+    How: the corpus is extended so each verdict word is learned as ONE token (so ``"SAFE"``
+    tokenizes as ``"``, ``SAFE``, ``"``), then ``bias`` gives that token +20 at every position.
+    Where the grammar allows an enum word, only ``S``/``B``/``U``-prefixes are legal, and the
+    biased whole word wins. ``"`` gets +30, above the word, so a free string (a reason) stops
+    right after its first token; a quote cannot start an enum word, so it never competes
+    there. Spaces are pushed down and closers up, as in tests/test_classifier.py."""
+    if verdict not in VERDICT_WORDS:
+        raise ValueError(f"verdict must be one of {VERDICT_WORDS}, got {verdict!r}")
+    words = " ".join(f'"{w}"' for w in VERDICT_WORDS)
+    corpus = ((corpus or _DEFAULT_CORPUS) + "\n" + "\n".join([words] * 8))
+    bias = {'"': 30.0, " ": -10.0, "]": 8.0, "}": 8.0, verdict: 20.0}
+    return build_tiny_llama_gguf(path, bias=bias, corpus=corpus, seed=seed)

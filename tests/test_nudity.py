@@ -337,8 +337,8 @@ def test_from_store(tmp_path):
     (tmp_path / "nudenet").mkdir()
     shutil.copyfile(MODEL, tmp_path / "nudenet" / "320n.onnx")
     assert NudityDetector.from_store(settings).path == tmp_path / "nudenet" / "320n.onnx"
-    # a file that is not the pinned one is refused, never used; even with the explicit
-    # custom-model switch, a damaged file fails to load with a ModelError naming it
+    # a file that is not the pinned one is refused, never used (no fallback, and the
+    # custom-model switch does not apply to NudeNet, whose model ships in its wheel)
     data = bytearray(MODEL.read_bytes())
     data[-1] ^= 0xFF
     (tmp_path / "nudenet" / "320n.onnx").write_bytes(bytes(data))

@@ -262,10 +262,12 @@ def serve(
     from . import handler as worker_handler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    importing = worker_handler.preload_runpod()
     try:
         worker_handler.start_processor()
     except (Ben2WorkerError, ValueError) as exc:
         raise _fail(f"worker cannot start: {exc}", code=1)
+    importing.join()
     import runpod
 
     # The SDK reads its server flags from argv.

@@ -17,7 +17,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 INPUT_SCALINGS = ("unit", "imagenet")
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+def env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """A positive whole number from the environment (``1_000`` allowed), or ``default`` when unset."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -52,9 +53,9 @@ class Settings:
             )
         return cls(
             models_dir=Path(env.get("BEN2_WORKER_MODELS", "models")).expanduser(),
-            max_pixels=_env_int(env, "BEN2_WORKER_MAX_PIXELS", DEFAULT_MAX_PIXELS),
+            max_pixels=env_int(env, "BEN2_WORKER_MAX_PIXELS", DEFAULT_MAX_PIXELS),
             providers=env.get("BEN2_WORKER_PROVIDERS", "auto").strip() or "auto",
             input_scaling=scaling,
-            threads=_env_int(env, "BEN2_WORKER_THREADS", None),
+            threads=env_int(env, "BEN2_WORKER_THREADS", None),
             allow_custom_models=env.get("BEN2_WORKER_ALLOW_CUSTOM_MODELS", "").strip().lower() in ("1", "true", "yes"),
         )

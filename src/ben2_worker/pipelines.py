@@ -76,6 +76,22 @@ class SafetyOptions:
     #: Seconds each check may take before it counts as failed (and so blocks).
     stage_timeout_s: float = 120.0
 
+    @classmethod
+    def from_env(cls, env=None) -> "SafetyOptions":
+        import os
+
+        env = os.environ if env is None else env
+        raw = env.get("BEN2_WORKER_SAFETY_TIMEOUT", "").strip()
+        if not raw:
+            return cls()
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"BEN2_WORKER_SAFETY_TIMEOUT must be a number of seconds, got {raw!r}") from None
+        if value <= 0:
+            raise ValueError(f"BEN2_WORKER_SAFETY_TIMEOUT must be positive, got {raw}")
+        return cls(stage_timeout_s=value)
+
 
 @dataclass
 class FullResult:
@@ -83,23 +99,30 @@ class FullResult:
     caption: str | None
     cutout: CutoutResult | None  # None when blocked: a blocked image is never cut out
     timings: StageTimer
+    #: A check overran its time limit and its thread may still be busy: recycle the worker.
+    stalled: bool = False
 
 
 _checks_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="safety")
 
 
-def _attempt(future: concurrent.futures.Future, timeout: float, what: str):
+class StageTimeout(EngineUnavailableError):
+    """A safety check overran its time limit (which blocks the image)."""
+
+
+def _attempt(future: concurrent.futures.Future, deadline: float, limit: float, what: str):
     """The check's result, or the exception it raised / a timeout error — never raises."""
     try:
-        return future.result(timeout=timeout)
+        return future.result(timeout=max(0.0, deadline - time.perf_counter()))
     except concurrent.futures.TimeoutError:
-        return EngineUnavailableError(f"{what} did not finish within {timeout:g} s")
+        future.cancel()
+        return StageTimeout(f"{what} did not finish within {limit:g} s")
     except Exception as exc:  # noqa: BLE001 - any failure is a verdict input: it blocks
         return exc
 
 
 def check_image(engines: Engines, rgb: np.ndarray, safety: SafetyOptions, timer: StageTimer):
-    """(caption, verdict) for one image: caption ∥ NudeNet, then the classifier, then the gate.
+    """(caption, verdict, stalled) for one image: caption ∥ NudeNet, then the classifier, then the gate.
 
     Every failure — missing engine, exception, timeout, unparsable output — reaches the gate
     as an error and blocks (fail closed)."""
@@ -121,24 +144,30 @@ def check_image(engines: Engines, rgb: np.ndarray, safety: SafetyOptions, timer:
             raise EngineUnavailableError("no NudeNet engine in this worker")
         return engines.nudenet.check(work, safety.nudenet_threshold)
 
+    limit = safety.stage_timeout_s
+    deadline = time.perf_counter() + limit  # caption and NudeNet run side by side: one deadline
     cap_f = _checks_pool.submit(caption)
     nn_f = _checks_pool.submit(nudity)
-    caption_text = _attempt(cap_f, safety.stage_timeout_s, "captioning")
-    timer.add("caption", time.perf_counter() - t0)
-    nn_result = _attempt(nn_f, safety.stage_timeout_s, "NudeNet")
+    caption_text = _attempt(cap_f, deadline, limit, "captioning")
+    nn_result = _attempt(nn_f, deadline, limit, "NudeNet")
+    timer.add("caption+nudenet", time.perf_counter() - t0)
     t1 = time.perf_counter()
     if isinstance(caption_text, BaseException):
-        cls_result = caption_text  # no caption, nothing to classify: blocks
+        # No caption, nothing to classify: the classifier's verdict is missing, which blocks.
+        cls_result = EngineUnavailableError(f"no caption to classify: captioning failed ({caption_text})")
+    elif not isinstance(caption_text, str) or not caption_text.strip():
+        cls_result = EngineUnavailableError("no caption to classify: the caption is empty")
     elif engines.classifier is None:
         cls_result = EngineUnavailableError("no LLM classifier in this worker")
     else:
         cls_result = _attempt(_checks_pool.submit(engines.classifier.classify, caption_text),
-                              safety.stage_timeout_s, "the LLM classifier")
+                              time.perf_counter() + limit, limit, "the LLM classifier")
     timer.add("classify", time.perf_counter() - t1)
+    stalled = any(isinstance(r, StageTimeout) for r in (caption_text, nn_result, cls_result))
     verdict = decide(nn_result, cls_result, block_unsafe=safety.block_unsafe,
                      block_borderline=safety.block_borderline,
                      nudenet_overrides_llama=safety.nudenet_overrides_llama)
-    return (None if isinstance(caption_text, BaseException) else caption_text), verdict
+    return (caption_text if isinstance(caption_text, str) else None), verdict, stalled
 
 
 def run_full(engines: Engines, images: list[np.ndarray], options: CutoutOptions,
@@ -148,8 +177,8 @@ def run_full(engines: Engines, images: list[np.ndarray], options: CutoutOptions,
     results = []
     for rgb in images:
         timer = StageTimer()
-        caption, verdict = check_image(engines, rgb, safety, timer)
-        results.append(FullResult(verdict=verdict, caption=caption, cutout=None, timings=timer))
+        caption, verdict, stalled = check_image(engines, rgb, safety, timer)
+        results.append(FullResult(verdict=verdict, caption=caption, cutout=None, timings=timer, stalled=stalled))
     allowed = [i for i, r in enumerate(results) if r.verdict.allowed]
     if allowed:
         cutouts = engines.require_cutout().cut_out([images[i] for i in allowed], options)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from ben2_worker import __version__
+from ben2_worker.config import env_int
 from ben2_worker.errors import InputError
 
 USER_AGENT = f"ben2-worker/{__version__}"
@@ -67,7 +68,7 @@ class FetchPolicy:
         tests and private deployments). Raises ``ValueError`` naming a malformed variable."""
         env = os.environ if env is None else env
         return cls(
-            max_bytes=_env_int(env, "BEN2_WORKER_URL_MAX_BYTES", DEFAULT_MAX_BYTES),
+            max_bytes=env_int(env, "BEN2_WORKER_URL_MAX_BYTES", DEFAULT_MAX_BYTES),
             timeout_s=_env_seconds(env, "BEN2_WORKER_URL_TIMEOUT", cls.timeout_s),
             allow_http=_env_bool(env, "BEN2_WORKER_URL_ALLOW_HTTP"),
             allow_private=_env_bool(env, "BEN2_WORKER_URL_ALLOW_PRIVATE"),
@@ -514,19 +515,6 @@ def _size(n: int) -> str:
     if n >= 1024:
         return f"{n / 1024:.4g} KiB"
     return f"{n} bytes"
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number of bytes, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -17,7 +17,7 @@ from ..cutout import BACKGROUND_PRESETS, CropMargin, CutoutOptions, MatteOptions
 from ..engines import Engines
 from ..errors import Ben2WorkerError, InputError
 from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format, parse_color
-from ..pipelines import FullResult, require_pipeline, run_full, run_simple
+from ..pipelines import FullResult, SafetyOptions, require_pipeline, run_full, run_simple
 from ..timing import StageTimer
 from . import schemas
 
@@ -50,6 +50,7 @@ class JobProcessor:
         delivery=None,
         fetch_policy=None,
         job_timeout_s: float | None = None,
+        safety: SafetyOptions | None = None,
         progress: Callable[[dict, str], None] | None = None,
     ):
         from .delivery import Delivery
@@ -60,6 +61,7 @@ class JobProcessor:
         self.delivery = delivery or Delivery.from_env()
         self.fetch_policy = fetch_policy or FetchPolicy.from_env()
         self.job_timeout_s = job_timeout_s or _job_timeout()
+        self.safety = safety or SafetyOptions.from_env()
         self._progress = progress
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
 
@@ -120,7 +122,15 @@ class JobProcessor:
         if problems:
             return {"error": "Failed to upload one or more input images", "details": problems}
         progress("running workflow")
-        result = self.runner.run(graph, images, progress=progress)
+        from ..workflow import ContentBlockedError
+
+        try:
+            result = self.runner.run(graph, images, progress=progress)
+        except ContentBlockedError as exc:  # not a crash: the gate did its job
+            progress("blocked by the safety gate")
+            return {"status": "blocked", "images": [],
+                    "verdict": exc.verdict or {"status": "blocked", "reasons": exc.reasons},
+                    "message": str(exc)}
         progress("delivering outputs")
         from .delivery import Artifact
 
@@ -171,7 +181,7 @@ class JobProcessor:
                 decoded.append(decode_image(raw, max_pixels=self.engines.settings.max_pixels, name=field).rgb)
         if request.pipeline == "full":
             progress(f"checking {len(decoded)} image(s): caption, NudeNet, classifier, gate")
-            full = run_full(self.engines, decoded, options)
+            full = run_full(self.engines, decoded, options, self.safety)
         else:
             progress(f"cutting out {len(decoded)} image(s)")
             full = [FullResult(verdict=None, caption=None, cutout=r, timings=StageTimer())
@@ -216,6 +226,10 @@ class JobProcessor:
         blocked = sum(1 for e in out if e.get("status") == "blocked")
         if blocked:
             response["status"] = "blocked" if blocked == len(out) else "partially_blocked"
+        if any(r.stalled for r in full):
+            # A check's thread is stuck past its limit; it cannot be killed, so ask RunPod for a
+            # fresh worker (the stuck check already blocked its image).
+            response["refresh_worker"] = True
         return response
 
 

@@ -324,9 +324,13 @@ class NudityDetector:
         """The detector on the verified ``nudenet`` model of ``settings.models_dir``.
 
         A missing or checksum-failing file raises its ModelError; nothing falls back."""
-        from ben2_worker.engines import model_path
+        from ben2_worker.models.store import ModelStore
 
-        return cls(model_path(MODEL_NAME, settings), providers=settings.providers, threads=settings.threads)
+        # Always the pinned file: it ships inside the nudenet wheel, so there is no "own
+        # re-export" to allow, and BEN2_WORKER_ALLOW_CUSTOM_MODELS does not apply (a damaged
+        # detector that loads would release what it should block).
+        path = ModelStore(settings.models_dir).require(MODEL_NAME, full_check=True)
+        return cls(path, providers=settings.providers, threads=settings.threads)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Every detection (all 18 labels, score > 0.25 after NMS), best first."""

@@ -43,10 +43,12 @@ class WorkflowExecutionError(Ben2WorkerError):
 class ContentBlockedError(InputError):
     """The safety gate refused the image (or could not decide, which also blocks)."""
 
-    def __init__(self, message: str, *, reasons: list[str] | None = None, node_id: str | None = None):
+    def __init__(self, message: str, *, reasons: list[str] | None = None, node_id: str | None = None,
+                 verdict: dict | None = None):
         super().__init__(message, field="image")
         self.reasons = list(reasons or [])
         self.node_id = node_id
+        self.verdict = verdict  # safety.gate.Verdict.as_dict(): which check, which domain, reasons
 
 
 def _describe(node_id: str, record: dict) -> str:

@@ -348,7 +348,8 @@ def run_gate(ctx: RunContext, node_id: str, image: ImageValue, nudenet_json: str
     if not verdict.allowed:
         reasons = [" ".join(r.split()) for r in verdict.reasons]
         log.warning("node %s (HybridSafetyGate) blocked the image: %s", node_id, " | ".join(reasons))
-        raise ContentBlockedError(GATE_BLOCK_PREFIX + " | ".join(reasons), reasons=reasons, node_id=node_id)
+        raise ContentBlockedError(GATE_BLOCK_PREFIX + " | ".join(reasons), reasons=reasons, node_id=node_id,
+                                  verdict=verdict.as_dict())
     return image, verdict.status_text()
 
 

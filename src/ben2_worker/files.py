@@ -84,7 +84,7 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> None:
         raise FileExistsError(f"{path} already exists (use --overwrite to replace it)")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users (chmod: Windows too)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

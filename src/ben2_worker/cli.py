@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .cli_endpoint import endpoint_app
 from .cli_models import models_app
 from .cli_workflow import workflow_app
 from .config import Settings
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models", help="List, download and verify the models.")
 app.add_typer(workflow_app, name="workflow", help="Convert and validate ComfyUI workflows.")
+app.add_typer(endpoint_app, name="endpoint", help="Test a deployed RunPod endpoint and report latency and cost.")
 
 console = Console(stderr=True)
 out_console = Console()

@@ -23,9 +23,12 @@ def env_int(env: Mapping[str, str], name: str, default: int | None) -> int | Non
     if not raw:
         return default
     try:
-        value = int(raw.replace("_", ""))
+        number = float(raw.replace("_", ""))  # "50000000.0" as some UIs write numbers
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if not number.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {raw!r}")
+    value = int(number)
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .cli_endpoint import endpoint_app
 from .cli_models import models_app
+from .cli_selfcheck import selfcheck
 from .cli_workflow import workflow_app
 from .config import Settings
 from .engines import load_cutout_engine, model_path
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models", help="List, download and verify the models.")
 app.add_typer(workflow_app, name="workflow", help="Convert and validate ComfyUI workflows.")
 app.add_typer(endpoint_app, name="endpoint", help="Test a deployed RunPod endpoint and report latency and cost.")
+app.command("selfcheck")(selfcheck)
 
 console = Console(stderr=True)
 out_console = Console()

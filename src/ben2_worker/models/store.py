@@ -283,6 +283,11 @@ def read_lock(path: Path) -> dict[str, Any]:
     return data
 
 
+def _readable(path: Path | str) -> None:
+    """mkstemp creates files 0600; models and stamps must be readable by a non-root worker."""
+    os.chmod(path, 0o644)
+
+
 def _atomic_write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -290,6 +295,7 @@ def _atomic_write_json(path: Path, data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -710,6 +716,7 @@ class ModelStore:
                 actual = digest.hexdigest()
                 size = tmp.stat().st_size
                 self._check_fetched(spec, f, exp, actual, size, origin=str(src), installed=self._dist_version(spec))
+                _readable(tmp)
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -929,6 +936,7 @@ def _move_into_place(src: Path, dest: Path) -> None:
     tmp = Path(tmp_name)
     try:
         shutil.copyfile(src, tmp)
+        _readable(tmp)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -399,8 +399,7 @@ def test_cli_mounted_on_main_app():
     from ben2_worker import cli
 
     names = [g.name for g in cli.app.registered_groups]
-    if "endpoint" not in names:
-        pytest.skip("endpoint_app is not mounted on `ben2-worker` yet (app.add_typer(endpoint_app, name='endpoint'))")
+    assert "endpoint" in names, "endpoint_app must be mounted on `ben2-worker` as `endpoint`"
     result = CliRunner().invoke(cli.app, ["endpoint", "test", "--help"])
     assert result.exit_code == 0 and "--endpoint-id" in result.output
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Settings
 from .errors import EngineUnavailableError, ModelCorruptError, ModelError
+
+if TYPE_CHECKING:
+    from .cutout import CutoutEngine
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +56,13 @@ class Engines:
     handler, the workflow runner and the nodes. ``None`` means "not available here": nodes
     and pipelines that need it fail with a clear error, never with a fake result."""
 
-    cutout: "CutoutEngine | None" = None  # noqa: F821
+    cutout: CutoutEngine | None = None
     caption: object | None = None  # Florence-2 (safety-stack milestone)
     nudenet: object | None = None  # NudeNet detector (safety-stack milestone)
     classifier: object | None = None  # LLM multi-domain classifier (safety-stack milestone)
     settings: Settings = field(default_factory=Settings)
 
-    def require_cutout(self) -> "CutoutEngine":  # noqa: F821
+    def require_cutout(self) -> CutoutEngine:
         if self.cutout is None:
             raise EngineUnavailableError(
                 "the BEN2 cut-out engine is not loaded in this worker "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from .cutout import CutoutOptions, CutoutResult
 from .engines import Engines
 from .errors import EngineUnavailableError, InputError
 from .timing import StageTimer
+
+if TYPE_CHECKING:
+    from .safety.gate import Verdict
 
 PIPELINES = ("simple", "full")
 
@@ -95,7 +99,7 @@ class SafetyOptions:
 
 @dataclass
 class FullResult:
-    verdict: "Verdict"  # noqa: F821
+    verdict: Verdict
     caption: str | None
     cutout: CutoutResult | None  # None when blocked: a blocked image is never cut out
     timings: StageTimer

@@ -24,7 +24,6 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from ben2_worker.api.fetch import BadURL, Deadline, Exchange, FetchPolicy, TransferFailed, parse_url, resolve_checked

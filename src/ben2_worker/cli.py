@@ -198,8 +198,9 @@ def compare_scaling(
     model: Annotated[Optional[Path], typer.Option(help="A BEN2 ONNX file (default: the one in the models folder).")] = None,
     models_dir: Annotated[Optional[Path], typer.Option(help="Models folder (default: $BEN2_WORKER_MODELS or ./models).")] = None,
 ) -> None:
-    """Run BEN2 with both input scalings (x/255 and ImageNet mean/std) and report how far the
-    mattes differ, to settle which one the published ONNX weights expect."""
+    """Run BEN2 with both input scalings (x/255, ImageNet mean/std) and report how far the mattes differ.
+
+    Settles which scaling the published ONNX weights expect (docs/cutout.md)."""
     import numpy as np
 
     from .ben2 import Ben2Model
@@ -259,8 +260,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
     log_level: Annotated[str, typer.Option(help="The SDK's log level (DEBUG logs whole outputs, base64 included).")] = "INFO",
 ) -> None:
-    """Run the worker behind the runpod SDK's local API (/runsync, /run, /status/{id}) with the
-    configured models, on this machine's CPU or GPU."""
+    """Run the worker behind the runpod SDK's local API (/runsync, /run, /status/{id}).
+
+    Uses the configured models, on this machine's CPU or GPU."""
     import sys
 
     from . import handler as worker_handler

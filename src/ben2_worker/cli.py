@@ -44,19 +44,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def parse_background(value: str) -> tuple[int, int, int] | None:
-    """``none`` (transparent), a preset name of the user's node, or a hex colour."""
-    from .cutout import BACKGROUND_PRESETS
-    from .imaging import parse_color
-
-    text = value.strip().lower()
-    if text in ("none", "transparent", ""):
-        return None
-    if text in BACKGROUND_PRESETS:
-        return BACKGROUND_PRESETS[text]
-    return parse_color(value)
-
-
 @dataclass
 class RunSummary:
     written: int = 0
@@ -84,7 +71,7 @@ def remove(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log model loading and per-image timings.")] = False,
 ) -> None:
     """Cut the background out of images; outputs keep the input's full resolution."""
-    from .cutout import CropMargin, CutoutOptions, MatteOptions
+    from .cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
     from .files import atomic_write, discover_inputs, output_path, read_input
     from .imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
 

@@ -35,6 +35,18 @@ BACKGROUND_PRESETS = {
     "blue": (0, 0, 255),
 }
 
+def parse_background(value: str) -> tuple[int, int, int] | None:
+    """``none``/``transparent`` (None), a preset name of the user's node, or a hex colour."""
+    from .imaging import parse_color
+
+    text = value.strip().lower()
+    if text in ("none", "transparent", ""):
+        return None
+    if text in BACKGROUND_PRESETS:
+        return BACKGROUND_PRESETS[text]
+    return parse_color(value)
+
+
 #: Alpha (0..255) above which a pixel counts as subject when cropping.
 CROP_ALPHA_THRESHOLD = 10
 

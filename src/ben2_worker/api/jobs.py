@@ -13,10 +13,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..cutout import BACKGROUND_PRESETS, CropMargin, CutoutOptions, MatteOptions
+from ..cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
 from ..engines import Engines
 from ..errors import Ben2WorkerError, InputError
-from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format, parse_color
+from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
 from ..pipelines import FullResult, SafetyOptions, require_pipeline, run_full, run_simple
 from ..timing import StageTimer
 from . import schemas
@@ -238,16 +238,10 @@ def _put_field(request: schemas.SimpleRequest, index: int, name: str) -> str:
 
 
 def _cutout_options(output: schemas.OutputOptions) -> CutoutOptions:
-    text = output.background.strip().lower()
-    if text in ("none", "transparent", ""):
-        background = None
-    elif text in BACKGROUND_PRESETS:
-        background = BACKGROUND_PRESETS[text]
-    else:
-        try:
-            background = parse_color(output.background)
-        except InputError as exc:
-            raise InputError(f"input.output.background: {exc}", field="output.background") from None
+    try:
+        background = parse_background(output.background)
+    except InputError as exc:
+        raise InputError(f"input.output.background: {exc}", field="output.background") from None
     return CutoutOptions(
         matte=MatteOptions(sensitivity=output.sensitivity, mask_blur=output.mask_blur, mask_offset=output.mask_offset),
         background=background,

@@ -24,6 +24,7 @@ from PIL import Image
 from ..cutout import BACKGROUND_PRESETS, TARGET_PIXELS, MatteOptions, compose, shape_matte, smart_resize_size, upscale_matte
 from ..errors import EngineUnavailableError, InputError
 from ..imaging import decode_image, encode_image, parse_color
+from ..safety.caption import TASKS as CAPTION_TASKS
 from . import model_files
 from .errors import ContentBlockedError, WorkflowExecutionError
 from .results import OutputImage, OutputText
@@ -54,7 +55,8 @@ FLORENCE_TASKS = {
     "prompt_gen_analyze": "<ANALYZE>",
     "prompt_gen_mixed_caption_plus": "<MIXED_CAPTION_PLUS>",
 }
-FLORENCE_TEXT_TASKS = ("caption", "detailed_caption", "more_detailed_caption", "ocr")
+#: The ones that can run: the captioner's own task list (text answers only).
+FLORENCE_TEXT_TASKS = tuple(CAPTION_TASKS)
 
 #: LocalJSONExtractorLlama's output, as a JSON schema for constrained decoding.
 EXTRACT_SCHEMA = {

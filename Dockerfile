@@ -60,7 +60,7 @@ COPY pyproject.toml /src/pyproject.toml
 COPY docker/install-python-deps.sh docker/pyproject-deps.py docker/cuda12-pins.txt docker/fetch-models.sh /src/docker/
 RUN --mount=type=cache,target=/root/.cache/pip \
     PYTHON=python3.12 /src/docker/install-python-deps.sh fetcher /opt/fetch
-COPY src/ben2_worker/__init__.py src/ben2_worker/errors.py src/ben2_worker/cli_models.py /opt/fetch-src/ben2_worker/
+COPY src/ben2_worker/__init__.py src/ben2_worker/errors.py /opt/fetch-src/ben2_worker/
 COPY src/ben2_worker/models/ /opt/fetch-src/ben2_worker/models/
 ENV PYTHONPATH=/opt/fetch-src PYTHON=/opt/fetch/bin/python
 # One stage (so one layer, fetched in parallel) per model. Optional: --build-arg
@@ -144,7 +144,7 @@ COPY test_input.json /opt/ben2-worker/test_input.json
 ENV BEN2_WORKER_PIPELINES=simple
 # Last step: the self-check (models' sha256 recorded as stamps, CUDA provider and its libraries,
 # workflow node types, workflows). A failure names the file and the fix, and stops the build.
-RUN python -m ben2_worker.cli_selfcheck --pipelines simple --require-gpu --image-build
+RUN python -m ben2_worker.cli.selfcheck --pipelines simple --require-gpu --image-build
 USER 10001:10001
 
 # ------------------------------------------------------------------------------------------------
@@ -165,5 +165,5 @@ COPY workflows/ /opt/ben2-worker/workflows/
 COPY LICENSES/ /opt/ben2-worker/LICENSES/
 COPY test_input.json /opt/ben2-worker/test_input.json
 ENV BEN2_WORKER_PIPELINES=simple,full
-RUN python -m ben2_worker.cli_selfcheck --pipelines simple,full --require-gpu --image-build
+RUN python -m ben2_worker.cli.selfcheck --pipelines simple,full --require-gpu --image-build
 USER 10001:10001

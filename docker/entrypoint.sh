@@ -26,7 +26,7 @@ esac
 
 case ${BEN2_WORKER_SELFCHECK_ON_START:-0} in
     1 | true | yes)
-        python -m ben2_worker.cli_selfcheck --pipelines "${BEN2_WORKER_PIPELINES:-simple}" || {
+        python -m ben2_worker.cli.selfcheck --pipelines "${BEN2_WORKER_PIPELINES:-simple}" || {
             echo "entrypoint: self-check failed (see above); not starting the worker" >&2
             exit 1
         } ;;

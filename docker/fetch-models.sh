@@ -40,11 +40,11 @@ if [ -z "${HF_TOKEN:-}" ] && [ -r "$token_file" ]; then
 fi
 
 models() {
-    # ben2_worker.cli_models is the `ben2-worker models` typer app; run it without the rest of the CLI.
+    # ben2_worker.models.cli is the `ben2-worker models` typer app; run it without the rest of the CLI.
     if [ -n "${BEN2_FETCH_MANIFEST:-}" ]; then
-        "$python" -c 'from ben2_worker.cli_models import models_app; models_app(prog_name="ben2-worker models")' "$@" --manifest "$BEN2_FETCH_MANIFEST"
+        "$python" -c 'from ben2_worker.models.cli import models_app; models_app(prog_name="ben2-worker models")' "$@" --manifest "$BEN2_FETCH_MANIFEST"
     else
-        "$python" -c 'from ben2_worker.cli_models import models_app; models_app(prog_name="ben2-worker models")' "$@"
+        "$python" -c 'from ben2_worker.models.cli import models_app; models_app(prog_name="ben2-worker models")' "$@"
     fi
 }
 

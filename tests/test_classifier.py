@@ -120,7 +120,7 @@ def _assert_valid(verdict: dict, domains) -> None:
 
 
 def test_importing_the_classifier_does_not_import_llama_cpp():
-    code = ("import sys, ben2_worker.safety.classifier, ben2_worker.safety.evaluate, ben2_worker.safety.policy; "
+    code = ("import sys, ben2_worker.safety.classifier, ben2_worker.ops.evaluate, ben2_worker.safety.policy; "
             "assert 'llama_cpp' not in sys.modules, 'llama_cpp imported'; print('ok')")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
@@ -463,7 +463,7 @@ def test_from_store_requires_the_manifest_model(llama_cpp, tiny_gguf, tmp_path):
 
 
 def test_eval_set_is_complete():
-    from ben2_worker.safety.evaluate import load_eval_set
+    from ben2_worker.ops.evaluate import load_eval_set
 
     rows = load_eval_set(EVAL_SET)
     assert len(rows) >= 60
@@ -505,7 +505,7 @@ class ScriptedClassifier:
 
 @pytest.mark.parametrize("policy_name", ["default", "extended"])
 def test_score_counts_exactly(policy_name):
-    from ben2_worker.safety.evaluate import load_eval_set, score
+    from ben2_worker.ops.evaluate import load_eval_set, score
 
     rows = load_eval_set(EVAL_SET)
     domains = policy.POLICIES[policy_name]
@@ -555,7 +555,7 @@ def test_score_counts_exactly(policy_name):
 
 def test_evaluate_main_end_to_end_on_the_tiny_model(llama_cpp, tiny_gguf, tmp_path, capsys):
     """The plumbing (CLI -> real llama-cpp-python -> report), not the accuracy."""
-    from ben2_worker.safety.evaluate import main
+    from ben2_worker.ops.evaluate import main
 
     out = tmp_path / "report.json"
     assert main(["--model", str(tiny_gguf), "--policy", "extended", "--limit", "8", "--threads", "2",
@@ -571,7 +571,7 @@ def test_evaluate_main_end_to_end_on_the_tiny_model(llama_cpp, tiny_gguf, tmp_pa
 
 
 def test_evaluate_main_reports_a_missing_model(tmp_path, capsys):
-    from ben2_worker.safety.evaluate import main
+    from ben2_worker.ops.evaluate import main
 
     assert main(["--model", str(tmp_path / "nope.gguf"), "--limit", "1"]) == 2
     assert "ben2-worker models download llama" in capsys.readouterr().err
@@ -590,7 +590,7 @@ def test_real_model_evaluation(llama_cpp, capsys):
     """With the real model present: score the whole set and print the tables (accuracy is
     reported, not asserted, beyond "no invalid verdicts" and a useful block recall)."""
     from ben2_worker.safety.classifier import SafetyClassifier
-    from ben2_worker.safety.evaluate import score
+    from ben2_worker.ops.evaluate import score
 
     clf = SafetyClassifier(_real_model(), policy="extended")
     report = score(clf, EVAL_SET, "extended")

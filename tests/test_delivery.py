@@ -25,7 +25,7 @@ from ben2_worker.api.delivery import (
     response_size_check,
     split_bucket_endpoint,
 )
-from ben2_worker.api.fetch import FetchPolicy, fetch_url
+from ben2_worker.api.safe_http import FetchPolicy, fetch_url
 from ben2_worker.errors import Ben2WorkerError, InputError
 
 boto3 = pytest.importorskip("boto3")

@@ -231,16 +231,16 @@ def test_fetcher_sees_only_the_model_store():
     copies = [a for i, a in stages(DOCKERFILE)["fetcher"]["body"] if i == "COPY"]
     sources = [s for a in copies for s in copy_sources(a)[0]]
     assert "src/" not in sources and all(not s.startswith("src/") or s in {
-        "src/ben2_worker/__init__.py", "src/ben2_worker/errors.py", "src/ben2_worker/cli_models.py", "src/ben2_worker/models/"
+        "src/ben2_worker/__init__.py", "src/ben2_worker/errors.py", "src/ben2_worker/models/"
     } for s in sources)
 
 
 def test_the_fetcher_subset_of_the_code_is_self_contained(tmp_path):
     pkg = tmp_path / "ben2_worker"
     shutil.copytree(ROOT / "src/ben2_worker/models", pkg / "models", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("__init__.py", "errors.py", "cli_models.py"):
+    for name in ("__init__.py", "errors.py"):
         shutil.copy(ROOT / "src/ben2_worker" / name, pkg / name)
-    proc = run([sys.executable, "-c", "from ben2_worker.cli_models import models_app; models_app(prog_name='m')", "list", "--help"],
+    proc = run([sys.executable, "-c", "from ben2_worker.models.cli import models_app; models_app(prog_name='m')", "list", "--help"],
                env={**os.environ, "PYTHONPATH": str(tmp_path)}, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
 
@@ -249,7 +249,7 @@ def test_the_fetcher_subset_of_the_code_is_self_contained(tmp_path):
 def test_non_root_user_and_selfcheck_last(target, pipelines):
     body = stages(DOCKERFILE)[target]["body"]
     runs = [a for i, a in body if i == "RUN"]
-    assert runs[-1].startswith("python -m ben2_worker.cli_selfcheck")
+    assert runs[-1].startswith("python -m ben2_worker.cli.selfcheck")
     assert any(a.startswith("--mount=type=bind,from=app-wheel") for a in runs), "the project wheel is bind-mounted, not copied"
     assert f"--pipelines {pipelines}" in runs[-1] and "--require-gpu" in runs[-1] and "--image-build" in runs[-1]
     assert ("ENV", f"BEN2_WORKER_PIPELINES={pipelines}") in body
@@ -296,7 +296,7 @@ def test_comfyui_follows_the_spec_steps():
     assert "install-python-deps.sh comfyui" in text and "from=llama-build,source=/wheels" in text  # steps 3, 6, 7
     assert "/comfyui/user/default/workflows/" in text  # step 8
     runs = [a for i, a in body if i == "RUN"]
-    assert "/opt/venv/bin/python -m ben2_worker.cli_selfcheck" in runs[-1] and "--comfyui /comfyui" in runs[-1]  # step 10
+    assert "/opt/venv/bin/python -m ben2_worker.cli.selfcheck" in runs[-1] and "--comfyui /comfyui" in runs[-1]  # step 10
     assert "--mount=type=bind,from=llama-build" in text and "COPY --from=llama-build" not in COMFY_DOCKERFILE.read_text(), \
         "the llama wheel is bind-mounted, not left behind in a layer"
     assert all_stages["llama-build"]["base"] == "${BUILD_BASE}" and "12.6.3-devel-ubuntu24.04" in args["BUILD_BASE"]
@@ -349,7 +349,7 @@ def test_dockerignore_keeps_heavy_and_irrelevant_paths_out():
     for rel in ("models/ben2_onnx/BEN2_Base.onnx", "tests/test_selfcheck.py", ".git/HEAD", "out/demo/x.png",
                 "build/lib/x.py", "src/ben2_worker/__pycache__/x.pyc", "docs/deploy.md", "samples/astronaut.jpg"):
         assert dockerignore_excludes(rel), rel
-    for rel in ("src/ben2_worker/cli.py", "requirements/lock.txt", "docker/fetch-models.sh", "workflows/comfyui/x.api.json",
+    for rel in ("src/ben2_worker/cli/__init__.py", "requirements/lock.txt", "docker/fetch-models.sh", "workflows/comfyui/x.api.json",
                 "LICENSES/NOTICE", "pyproject.toml"):
         assert not dockerignore_excludes(rel), rel
 
@@ -482,7 +482,7 @@ def fake_python(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     py = bin_dir / "python"
-    py.write_text('#!/bin/sh\nif [ "$2" = ben2_worker.cli_selfcheck ]; then echo "selfcheck $*"; exit "${FAKE_SELFCHECK_RC:-0}"; fi\necho "python $*"\n')
+    py.write_text('#!/bin/sh\nif [ "$2" = ben2_worker.cli.selfcheck ]; then echo "selfcheck $*"; exit "${FAKE_SELFCHECK_RC:-0}"; fi\necho "python $*"\n')
     py.chmod(0o755)
     return bin_dir
 
@@ -505,7 +505,7 @@ def test_entrypoint_env_errors_and_selfcheck(fake_python):
     bad = entry(fake_python, SERVE_API_LOCALLY="maybe")
     assert bad.returncode == 64 and "SERVE_API_LOCALLY must be true or false" in bad.stderr
     ok = entry(fake_python, BEN2_WORKER_SELFCHECK_ON_START="1", BEN2_WORKER_PIPELINES="simple,full")
-    assert ok.stdout.splitlines() == ["selfcheck -m ben2_worker.cli_selfcheck --pipelines simple,full", "python -m ben2_worker.handler"]
+    assert ok.stdout.splitlines() == ["selfcheck -m ben2_worker.cli.selfcheck --pipelines simple,full", "python -m ben2_worker.handler"]
     failed = entry(fake_python, BEN2_WORKER_SELFCHECK_ON_START="1", FAKE_SELFCHECK_RC="1")
     assert failed.returncode == 1 and "not starting the worker" in failed.stderr and "ben2_worker.handler" not in failed.stdout
 

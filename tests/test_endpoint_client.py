@@ -18,12 +18,12 @@ from conftest import ROOT, subject_photo
 from PIL import Image
 from typer.testing import CliRunner
 
-from ben2_worker.cli_endpoint import endpoint_app
-from ben2_worker.endpoint import prices
-from ben2_worker.endpoint.cases import CASE_NAMES, InputImage, build_cases, find_workflows_dir, load_image
-from ben2_worker.endpoint.client import EndpointClient, EndpointError, endpoint_url
-from ben2_worker.endpoint.report import build_report, percentile, render_markdown, summarize, utc_now
-from ben2_worker.endpoint.runner import EndpointTester, RunConfig
+from ben2_worker.cli.endpoint import endpoint_app
+from ben2_worker.ops.endpoint import prices
+from ben2_worker.ops.endpoint.cases import CASE_NAMES, InputImage, build_cases, find_workflows_dir, load_image
+from ben2_worker.ops.endpoint.client import EndpointClient, EndpointError, endpoint_url
+from ben2_worker.ops.endpoint.report import build_report, percentile, render_markdown, summarize, utc_now
+from ben2_worker.ops.endpoint.runner import EndpointTester, RunConfig
 
 WORKFLOWS = ROOT / "workflows"
 
@@ -470,7 +470,7 @@ def test_local_server_simple_only_exits_zero(local_server, small_photo, tmp_path
 
 
 def test_synthetic_image_when_no_photo():
-    from ben2_worker.endpoint.cases import synthetic_image
+    from ben2_worker.ops.endpoint.cases import synthetic_image
 
     img = synthetic_image(64, 48)
     assert isinstance(img, InputImage) and (img.width, img.height) == (64, 48)

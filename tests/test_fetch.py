@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ben2_worker.api import fetch
-from ben2_worker.api.fetch import FetchPolicy, check_url, fetch_url, refusal_reason
+from ben2_worker.api.safe_http import FetchPolicy, check_url, fetch_url, refusal_reason
 from ben2_worker.errors import InputError
 
 OPEN = FetchPolicy(allow_http=True, allow_private=True, timeout_s=5.0)

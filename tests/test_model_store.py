@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ben2_worker.cli_models import models_app
+from ben2_worker.models.cli import models_app
 from ben2_worker.errors import DownloadError, ModelCorruptError, ModelError, ModelMissingError
 from ben2_worker.models import store as store_mod
 from ben2_worker.models.store import (

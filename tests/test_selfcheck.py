@@ -1,4 +1,4 @@
-"""`ben2-worker selfcheck` (ben2_worker.selfcheck / cli_selfcheck): the images' last build step.
+"""`ben2-worker selfcheck` (ben2_worker.ops.selfcheck / cli_selfcheck): the images' last build step.
 
 Against a models folder built here in the product layout — the BEN2 stand-in
 (tests/standin_models.py), the real nudenet/320n.onnx copied out of the nudenet wheel, a tiny
@@ -25,9 +25,9 @@ import typer
 from typer.testing import CliRunner
 
 from ben2_worker import selfcheck as sc
-from ben2_worker.cli_selfcheck import selfcheck as selfcheck_command
+from ben2_worker.cli.selfcheck import selfcheck as selfcheck_command
 from ben2_worker.models.store import VERIFIED_FILENAME, load_manifest
-from ben2_worker.selfcheck import FAIL, OK, SKIP, WARN, SelfcheckOptions, run_selfcheck
+from ben2_worker.ops.selfcheck import FAIL, OK, SKIP, WARN, SelfcheckOptions, run_selfcheck
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
@@ -543,7 +543,7 @@ def test_cli_reads_the_environment(simple_models, monkeypatch):
 def test_module_entry_point_runs(simple_models):
     models, manifest = simple_models
     proc = subprocess.run(
-        [sys.executable, "-m", "ben2_worker.cli_selfcheck", "--models-dir", str(models), "--pipelines", "simple",
+        [sys.executable, "-m", "ben2_worker.cli.selfcheck", "--models-dir", str(models), "--pipelines", "simple",
          "--workflows", str(WORKFLOWS / "comfyui"), "--manifest", str(manifest)],
         capture_output=True, text=True, timeout=300, cwd=str(ROOT),
     )

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
 
-from ben2_worker.cli_workflow import workflow_app
+from ben2_worker.cli.workflow import workflow_app
 
 WORKFLOWS = ROOT / "workflows"
 SIMPLE_UI = WORKFLOWS / "BG_remove_BEN2_simple_2nd.json"

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ben2_worker.api.fetch import BadURL, Deadline, Exchange, FetchPolicy, TransferFailed, parse_url, resolve_checked
+from ben2_worker.api.safe_http import BadURL, Deadline, Exchange, FetchPolicy, TransferFailed, parse_url, resolve_checked
 from ben2_worker.errors import Ben2WorkerError, InputError
 
 #: RunPod's limit for a /runsync result (contracts §4), in bytes of JSON.

@@ -54,7 +54,7 @@ class JobProcessor:
         progress: Callable[[dict, str], None] | None = None,
     ):
         from .delivery import Delivery
-        from .fetch import FetchPolicy
+        from .safe_http import FetchPolicy
 
         self.engines = engines
         self._runner = runner
@@ -156,7 +156,7 @@ class JobProcessor:
 
     def _simple_job(self, job_id: str, data: dict, progress: ProgressFn) -> dict:
         from .delivery import Artifact
-        from .fetch import check_url, fetch_url
+        from .safe_http import check_url, fetch_url
 
         request = schemas.parse_simple_request(data)
         require_pipeline(self.engines, request.pipeline)  # before any download or decode

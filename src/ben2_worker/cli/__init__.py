@@ -13,14 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cli_endpoint import endpoint_app
-from .cli_models import models_app
-from .cli_selfcheck import selfcheck
-from .cli_workflow import workflow_app
-from .config import Settings
-from .engines import load_cutout_engine, model_path
-from .errors import Ben2WorkerError, InputError
-from .timing import StageTimer
+from .endpoint import endpoint_app
+from ..models.cli import models_app
+from .selfcheck import selfcheck
+from .workflow import workflow_app
+from ..config import Settings
+from ..engines import load_cutout_engine, model_path
+from ..errors import Ben2WorkerError, InputError
+from ..timing import StageTimer
 
 app = typer.Typer(
     name="ben2-worker",
@@ -71,9 +71,9 @@ def remove(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log model loading and per-image timings.")] = False,
 ) -> None:
     """Cut the background out of images; outputs keep the input's full resolution."""
-    from .cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
-    from .files import atomic_write, discover_inputs, output_path, read_input
-    from .imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
+    from ..cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
+    from ..files import atomic_write, discover_inputs, output_path, read_input
+    from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -190,10 +190,10 @@ def compare_scaling(
     Settles which scaling the published ONNX weights expect (docs/cutout.md)."""
     import numpy as np
 
-    from .ben2 import Ben2Model
-    from .cutout import CutoutEngine, MatteOptions, shape_matte, smart_resize_size
-    from .files import discover_inputs, read_input
-    from .imaging import decode_image
+    from ..ben2 import Ben2Model
+    from ..cutout import CutoutEngine, MatteOptions, shape_matte, smart_resize_size
+    from ..files import discover_inputs, read_input
+    from ..imaging import decode_image
     settings = Settings.from_env()
     try:
         path = model or model_path("ben2", settings, models_dir)
@@ -252,7 +252,7 @@ def serve(
     Uses the configured models, on this machine's CPU or GPU."""
     import sys
 
-    from . import handler as worker_handler
+    from .. import handler as worker_handler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     importing = worker_handler.preload_runpod()

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Ben2WorkerError
-from .models.store import PIPELINES, ModelSpec, ModelStore, models_for_pipeline
+from ..errors import Ben2WorkerError
+from ..models.store import PIPELINES, ModelSpec, ModelStore, models_for_pipeline
 
 __all__ = [
     "COMFYUI_CORE_NODES",
@@ -411,7 +411,7 @@ def _check_onnxruntime(report: Report, *, require_gpu: bool, providers: str) -> 
         return
     available = list(onnxruntime.get_available_providers())
     dist = ", ".join(f"{d} {v}" for d, v in installed.items()) or f"onnxruntime {onnxruntime.__version__}"
-    from .runtime import resolve_providers
+    from ..runtime import resolve_providers
 
     chosen = resolve_providers(providers, available)
     detail = f"{dist}; available: {', '.join(available)}; BEN2 sessions will use: {', '.join(chosen)}"
@@ -533,7 +533,7 @@ def _load_json(path: Path) -> tuple[Any, str | None]:
 def workflow_node_types(data: Any) -> dict[str, list[str]]:
     """class_type -> node ids using it, for a UI-format (bypassed/muted nodes included, virtual
     nodes excluded) or API-format workflow. Empty for something that is neither."""
-    from .workflow import is_ui_workflow
+    from ..workflow import is_ui_workflow
 
     types: dict[str, list[str]] = {}
     if is_ui_workflow(data):
@@ -570,7 +570,7 @@ def _where(users: list[str], limit: int = 3) -> str:
 
 
 def check_native_nodes(report: Report, files: Sequence[Path]) -> None:
-    from .workflow import NODE_TYPES
+    from ..workflow import NODE_TYPES
 
     users = _collect_node_types(files)
     if not users:
@@ -673,9 +673,9 @@ def check_comfyui_nodes(report: Report, files: Sequence[Path], comfyui: Path, *,
 def check_workflows(report: Report, files: Sequence[Path], models_dir: Path, pipelines: Sequence[str]) -> None:
     """Validate each workflow as the worker would, model files included; skip one that needs a
     pipeline not selected."""
-    from .config import Settings
-    from .engines import Engines
-    from .workflow import NODE_TYPES, WorkflowRunner, WorkflowValidationError
+    from ..config import Settings
+    from ..engines import Engines
+    from ..workflow import NODE_TYPES, WorkflowRunner, WorkflowValidationError
 
     settings = dataclasses.replace(Settings(), models_dir=Path(models_dir))
     lenient = WorkflowRunner(Engines(settings=settings), check_models=False)

@@ -1,7 +1,7 @@
 """Score the safety classifier on a labelled caption set (``eval/safety_captions.jsonl``).
 
-    python -m ben2_worker.safety.evaluate --model models/llm/Meta-Llama-3.1-8B-Instruct-Q5_K_M.gguf
-    python -m ben2_worker.safety.evaluate --model PATH --policy extended --json report.json
+    python -m ben2_worker.ops.evaluate --model models/llm/Meta-Llama-3.1-8B-Instruct-Q5_K_M.gguf
+    python -m ben2_worker.ops.evaluate --model PATH --policy extended --json report.json
 
 Per domain: a confusion table, expected (rows) x predicted (columns) over SAFE / BORDERLINE /
 UNSAFE, plus ERROR for a caption the classifier gave no valid verdict for. The block decision
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from ben2_worker.errors import Ben2WorkerError
 
-from .policy import EXTENDED_DOMAINS, VERDICTS, ClassifierError, blocks, resolve_domains
+from ..safety.policy import EXTENDED_DOMAINS, VERDICTS, ClassifierError, blocks, resolve_domains
 
 PREDICTED_COLUMNS = VERDICTS + ("ERROR",)
 
@@ -188,7 +188,7 @@ def score(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ben2_worker.safety.evaluate",
+        prog="python -m ben2_worker.ops.evaluate",
         description="Score the LLM safety classifier on a labelled caption set.",
     )
     parser.add_argument("--model", required=True, type=Path, help="the Llama GGUF file")
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     args = parser.parse_args(argv)
 
-    from .classifier import SafetyClassifier
+    from ..safety.classifier import SafetyClassifier
 
     try:
         classifier = SafetyClassifier(args.model, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers,

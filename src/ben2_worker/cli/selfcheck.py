@@ -1,11 +1,11 @@
-"""`ben2-worker selfcheck`: the last build step of every image (see ben2_worker.selfcheck).
+"""`ben2-worker selfcheck`: the last build step of every image (see ben2_worker.ops.selfcheck).
 
 A single command function, mounted by the main CLI with::
 
-    from .cli_selfcheck import selfcheck
+    from .selfcheck import selfcheck
     app.command("selfcheck")(selfcheck)
 
-It also runs on its own (the Dockerfiles use this form): ``python -m ben2_worker.cli_selfcheck``.
+It also runs on its own (the Dockerfiles use this form): ``python -m ben2_worker.cli.selfcheck``.
 Exit codes: 0 nothing failed (warnings allowed), 1 a check failed, 2 a usage error.
 """
 
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ben2_worker.selfcheck import FAIL, OK, SKIP, WARN, Report, SelfcheckOptions, parse_pipelines_option, run_selfcheck
+from ben2_worker.ops.selfcheck import FAIL, OK, SKIP, WARN, Report, SelfcheckOptions, parse_pipelines_option, run_selfcheck
 
 _STYLE = {OK: "green", WARN: "yellow", FAIL: "bold red", SKIP: "dim"}
 

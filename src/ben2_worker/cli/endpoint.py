@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .endpoint import cases as case_mod
-from .endpoint import prices
-from .endpoint.client import DEFAULT_BASE_URL, EndpointClient, endpoint_url, is_loopback
-from .endpoint.report import build_report, utc_now, write_report
-from .endpoint.runner import MODES, Attempt, EndpointTester, RunConfig
+from ..ops.endpoint import cases as case_mod
+from ..ops.endpoint import prices
+from ..ops.endpoint.client import DEFAULT_BASE_URL, EndpointClient, endpoint_url, is_loopback
+from ..ops.endpoint.report import build_report, utc_now, write_report
+from ..ops.endpoint.runner import MODES, Attempt, EndpointTester, RunConfig
 
 endpoint_app = typer.Typer(
     name="endpoint",

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .ben2 import Ben2Model, to_model_input
-from .errors import InputError
-from .timing import StageTimer
+from ..ben2 import Ben2Model, to_model_input
+from ..errors import InputError
+from ..timing import StageTimer
 
 #: SmartResizeForModel targets; the mask is shaped at this many pixels, aspect kept.
 TARGET_PIXELS = {"1024 (BEN2/BiRefNet)": 1024 * 1024, "2048 (BiRefNet_HR)": 2048 * 2048}
@@ -37,7 +37,7 @@ BACKGROUND_PRESETS = {
 
 def parse_background(value: str) -> tuple[int, int, int] | None:
     """``none``/``transparent`` (None), a preset name of the user's node, or a hex colour."""
-    from .imaging import parse_color
+    from ..imaging import parse_color
 
     text = value.strip().lower()
     if text in ("none", "transparent", ""):

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ben2_worker.api import fetch
+from ben2_worker.api import safe_http as fetch
 from ben2_worker.api.safe_http import FetchPolicy, check_url, fetch_url, refusal_reason
 from ben2_worker.errors import InputError
 

@@ -34,6 +34,13 @@ def env_int(env: Mapping[str, str], name: str, default: int | None) -> int | Non
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     models_dir: Path = Path("models")
@@ -45,6 +52,17 @@ class Settings:
     threads: int | None = None
     #: Accept model files that differ from the pinned checksums (own re-exports, test stand-ins).
     allow_custom_models: bool = False
+    #: Per-request budget (ben2_worker.budget, docs/reliability.md).
+    max_job_pixels: int = 256_000_000
+    max_outputs: int = 64
+    max_output_pixels: int = 512_000_000
+    max_output_bytes: int = 512 * 2**20
+    max_nodes: int = 1000
+    max_error_bytes: int = 16 * 1024
+    #: ``gpu``: the image was built for a GPU; the worker refuses to start without one.
+    device: str = "auto"
+    #: Log request details (captions, full URLs, verdict texts): for debugging only.
+    log_private: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -61,4 +79,12 @@ class Settings:
             input_scaling=scaling,
             threads=env_int(env, "BEN2_WORKER_THREADS", None),
             allow_custom_models=env.get("BEN2_WORKER_ALLOW_CUSTOM_MODELS", "").strip().lower() in ("1", "true", "yes"),
+            max_job_pixels=env_int(env, "BEN2_WORKER_MAX_JOB_PIXELS", cls.max_job_pixels),
+            max_outputs=env_int(env, "BEN2_WORKER_MAX_OUTPUTS", cls.max_outputs),
+            max_output_pixels=env_int(env, "BEN2_WORKER_MAX_OUTPUT_PIXELS", cls.max_output_pixels),
+            max_output_bytes=env_int(env, "BEN2_WORKER_MAX_OUTPUT_BYTES", cls.max_output_bytes),
+            max_nodes=env_int(env, "BEN2_WORKER_MAX_NODES", cls.max_nodes),
+            max_error_bytes=env_int(env, "BEN2_WORKER_MAX_ERROR_BYTES", cls.max_error_bytes),
+            device=_choice(env, "BEN2_WORKER_DEVICE", ("auto", "gpu", "cpu")),
+            log_private=env.get("BEN2_WORKER_LOG_PRIVATE", "").strip().lower() in ("1", "true", "yes"),
         )

@@ -45,9 +45,16 @@ def load_cutout_engine(settings: Settings, models_dir: Path | None = None):
     from .ben2 import Ben2Model
     from .cutout import CutoutEngine
 
+    from .runtime import require_gpu_providers, warm_up
+
     path = model_path("ben2", settings, models_dir)
     model = Ben2Model(path, providers=settings.providers, threads=settings.threads)
-    return CutoutEngine(model, input_scaling=settings.input_scaling)
+    engine = CutoutEngine(model, input_scaling=settings.input_scaling)
+    if require_gpu_providers(settings.providers, settings.device, model.info.providers):
+        import numpy as np
+
+        warm_up(lambda: engine.mattes([np.zeros((64, 64, 3), np.uint8)]))
+    return engine
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 
 from .config import Settings
 from .engines import Engines, load_cutout_engine
-from .errors import Ben2WorkerError
+from .errors import Ben2WorkerError, GpuUnavailableError
 from .pipelines import parse_pipelines, served_pipelines
 
 log = logging.getLogger("ben2_worker")
@@ -37,7 +37,7 @@ def build_engines(settings: Settings | None = None, pipelines: str | None = None
     try:
         engines.cutout = load_cutout_engine(settings)
     except Ben2WorkerError as exc:
-        if required:  # every pipeline needs BEN2
+        if required or isinstance(exc, GpuUnavailableError):  # every pipeline needs BEN2; a GPU worker its GPU
             raise
         log.warning("BEN2 not loaded, no pipeline can be served: %s", exc)
     want_full = required is not None and "full" in required

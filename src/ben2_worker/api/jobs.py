@@ -9,10 +9,12 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..budget import Budget, JobBudget, bounded_error
 from ..cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
 from ..engines import Engines
 from ..errors import Ben2WorkerError, InputError
@@ -64,6 +66,7 @@ class JobProcessor:
         self.safety = safety or SafetyOptions.from_env()
         self._progress = progress
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
+        self._job_state = threading.local()
 
     @property
     def runner(self):
@@ -76,15 +79,30 @@ class JobProcessor:
     # ------------------------------------------------------------------ entry
 
     def __call__(self, job: dict) -> dict:
-        future = self._pool.submit(self._process, job)
+        cancelled = threading.Event()
+        future = self._pool.submit(self._process_until, job, cancelled)
         try:
             return future.result(timeout=self.job_timeout_s)
         except concurrent.futures.TimeoutError:
+            cancelled.set()  # the stuck thread, if it ever returns, must not deliver anything
             log.error("job %s exceeded %.0f s; asking RunPod to recycle this worker", job.get("id"), self.job_timeout_s)
             return {
                 "error": f"job exceeded the {self.job_timeout_s:g} s time limit (BEN2_WORKER_JOB_TIMEOUT)",
                 "refresh_worker": True,
             }
+
+    def _process_until(self, job: dict, cancelled: threading.Event) -> dict:
+        self._job_state.cancelled = cancelled
+        return self._process(job)
+
+    def _deliver(self, job_id: str, artifact, **kwargs) -> dict:
+        """Deliver one output, unless the job was already answered with its timeout."""
+        cancelled = getattr(self._job_state, "cancelled", None)
+        if cancelled is not None and cancelled.is_set():
+            from .delivery import DeliveryError
+
+            raise DeliveryError(f"job {job_id} already timed out: its outputs are not delivered")
+        return self.delivery.deliver(job_id, artifact, **kwargs)
 
     def _process(self, job: dict) -> dict:
         job_id = str(job.get("id") or uuid.uuid4())
@@ -97,14 +115,22 @@ class JobProcessor:
                 response = self._simple_job(job_id, data, progress)
             from .delivery import response_size_check
 
+            if "error" in response:  # e.g. one detail per bad upload: bounded like any error
+                response = bounded_error(response, self.engines.settings.max_error_bytes)
             response_size_check(response)
             return response
         except Ben2WorkerError as exc:
             log.info("job %s refused: %s", job_id, exc)
-            return _error_response(exc)
+            return bounded_error(_error_response(exc), self.engines.settings.max_error_bytes)
         except Exception as exc:  # a bug: report it, keep serving
             log.exception("job %s failed", job_id)
-            return {"error": f"internal error: {type(exc).__name__}: {exc}"}
+            return bounded_error({"error": f"internal error: {type(exc).__name__}: {exc}"}, self.engines.settings.max_error_bytes)
+
+    def _budget(self) -> JobBudget:
+        from .delivery import RUNSYNC_LIMIT_BYTES
+
+        inline = None if self.delivery.uses_upload else RUNSYNC_LIMIT_BYTES
+        return JobBudget(Budget.from_settings(self.engines.settings), response_limit=inline)
 
     # ------------------------------------------------------------------ worker-comfyui
 
@@ -125,7 +151,7 @@ class JobProcessor:
         from ..workflow import ContentBlockedError
 
         try:
-            result = self.runner.run(graph, images, progress=progress)
+            result = self.runner.run(graph, images, progress=progress, budget=self._budget())
         except ContentBlockedError as exc:  # not a crash: the gate did its job
             progress("blocked by the safety gate")
             return {"status": "blocked", "images": [],
@@ -137,7 +163,7 @@ class JobProcessor:
         out_images, errors = [], []
         for img in result.images:
             try:
-                out_images.append(self.delivery.deliver(job_id, Artifact(img.filename, img.data, "image/png")))
+                out_images.append(self._deliver(job_id, Artifact(img.filename, img.data, "image/png")))
             except Ben2WorkerError as exc:
                 errors.append(f"{img.filename}: {exc}")
         response: dict[str, Any] = {"images": out_images}
@@ -168,6 +194,7 @@ class JobProcessor:
                 if getattr(item, name):
                     check_url(getattr(item, name), self.fetch_policy, field=_put_field(request, i, name))
         timers = [StageTimer() for _ in items]
+        budget = self._budget()
         decoded = []
         for i, (item, t) in enumerate(zip(items, timers)):
             field = "input.image" if request.image is not None else f"input.images[{i}]"
@@ -178,7 +205,11 @@ class JobProcessor:
                 else:
                     raw = schemas.decode_base64_image(item.image, field=field)
             with t("decode"):
+                budget.decode(field, raw)
                 decoded.append(decode_image(raw, max_pixels=self.engines.settings.max_pixels, name=field).rgb)
+        for i, rgb in enumerate(decoded):  # every output counted before any is computed
+            for kind in ("cut-out", "mask")[: 2 if request.output.mask else 1]:
+                budget.output(f"image {i} {kind}", rgb.shape[1], rgb.shape[0])
         if request.pipeline == "full":
             progress(f"checking {len(decoded)} image(s): caption, NudeNet, classifier, gate")
             full = run_full(self.engines, decoded, options, self.safety)
@@ -203,8 +234,9 @@ class JobProcessor:
             with t("encode"):
                 data_bytes = encode_image(result.image, fmt, quality=request.output.quality,
                                           background=options.background or (255, 255, 255))
+            budget.encoded(f"image {i}", len(data_bytes), inline=item.put_url is None)
             with t("deliver"):
-                entry.update(self.delivery.deliver(
+                entry.update(self._deliver(
                     job_id, Artifact(stem + FORMAT_EXTENSIONS[fmt], data_bytes, CONTENT_TYPES[fmt]),
                     put_url=item.put_url, field=_put_field(request, i, "put_url"),
                 ))
@@ -215,8 +247,9 @@ class JobProcessor:
             if request.output.mask:
                 with t("encode"):
                     mask_png = encode_image(result.alpha, "png")
+                budget.encoded(f"image {i} mask", len(mask_png), inline=item.mask_put_url is None)
                 with t("deliver"):
-                    entry["mask"] = self.delivery.deliver(
+                    entry["mask"] = self._deliver(
                         job_id, Artifact(stem + "-mask.png", mask_png, "image/png"),
                         put_url=item.mask_put_url, field=_put_field(request, i, "mask_put_url"),
                     )

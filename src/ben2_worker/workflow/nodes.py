@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..budget import JobBudget
 from ..cutout import BACKGROUND_PRESETS, TARGET_PIXELS, MatteOptions, compose, shape_matte, smart_resize_size, upscale_matte
 from ..errors import EngineUnavailableError, InputError
 from ..imaging import decode_image, encode_image, parse_color
@@ -125,6 +126,7 @@ class RunContext:
     out_images: list[OutputImage] = field(default_factory=list)
     out_texts: list[OutputText] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    budget: JobBudget = field(default_factory=JobBudget)
     preview_prefix: str = field(default_factory=lambda: "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase, k=5)))
     _encoded: list[tuple[ImageValue, bytes]] = field(default_factory=list)
 
@@ -140,11 +142,14 @@ class RunContext:
         return engine
 
     def emit_image(self, node_id: str, image: ImageValue, kind: str, prefix: str) -> None:
+        what = f"node {node_id} output"
+        self.budget.output(what, image.width, image.height)  # before encoding it
         # Two outputs of one image are encoded once (by identity, never by a reusable id()).
         data = next((png for seen, png in self._encoded if seen is image), None)
         if data is None:
             data = encode_image(image.pixels, "png")
             self._encoded.append((image, data))
+        self.budget.encoded(what, len(data))
         counter = self.counters.get(prefix, 0) + 1
         self.counters[prefix] = counter
         self.out_images.append(
@@ -208,6 +213,7 @@ def run_load_image(ctx: RunContext, node_id: str, image: str, **_: Any) -> tuple
     key = find_upload(ctx.images, image)
     if key is None:
         raise missing_upload_error(node_id, image, ctx.images)
+    ctx.budget.decode(key, ctx.images[key])  # the job's total, from the header
     decoded = decode_image(ctx.images[key], max_pixels=ctx.settings.max_pixels, name=key)
     if decoded.alpha is not None:  # ComfyUI: MASK = 1 - alpha
         mask = MaskValue(1.0 - decoded.alpha.astype(np.float32) * np.float32(1 / 255))
@@ -234,6 +240,7 @@ def run_restore_size(ctx: RunContext, node_id: str, image: ImageValue, original_
     if image.full_size == size:
         # The same content at full resolution (BEN2's matte on the original pixels), not an enlargement.
         return (image.full_resolution(),)
+    ctx.budget.budget.check_image(f"node {node_id} (RestoreOriginalSize) output", *size)  # an enlargement obeys the upload limit
     return (ImageValue(pil_resize(image.pixels, size, interpolation)),)
 
 

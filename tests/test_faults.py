@@ -222,7 +222,7 @@ def test_full_disk_for_cli_outputs_leaves_no_partial_file(models_dir, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "BEN2_WORKER_MODELS": str(models_dir), "BEN2_WORKER_ALLOW_CUSTOM_MODELS": "1",
            "BEN2_WORKER_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "ben2_worker.cli", "remove", str(small), str(big), "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-c", "from ben2_worker.cli import app; app()", "remove", str(small), str(big), "-o", str(out)],
                           env=env, capture_output=True, text=True, timeout=180, preexec_fn=_fsize_limited(200_000))
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text

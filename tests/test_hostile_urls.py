@@ -38,7 +38,8 @@ METADATA = [
     ("169.254.169.254", "a link-local address"),  # AWS, GCP, Azure, OpenStack
     ("fd00:ec2::254", "a private address"),  # AWS IPv6 metadata
     ("100.100.100.200", "a non-public address"),  # Alibaba Cloud (CGNAT range)
-    ("192.0.0.192", "a private address"),  # Oracle Cloud
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "address; refused"),  # Teredo: embeds an IPv4 address
+    ("192.0.0.192", "address; refused"),  # Oracle Cloud ("special-purpose" or "private", by Python release)
     ("::ffff:169.254.169.254", "a link-local address"),  # IPv4-mapped IPv6
     ("64:ff9b::a9fe:a9fe", "embedding 169.254.169.254"),  # NAT64
     ("100.64.0.1", "a non-public address"),  # CGNAT

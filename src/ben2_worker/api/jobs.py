@@ -102,6 +102,9 @@ class JobProcessor:
             from .delivery import DeliveryError
 
             raise DeliveryError(f"job {job_id} already timed out: its outputs are not delivered")
+        if kwargs.get("put_url") is not None:
+            field = kwargs.pop("field", "put_url")
+            return _named(field, self.delivery.deliver, job_id, artifact, **kwargs)
         return self.delivery.deliver(job_id, artifact, **kwargs)
 
     def _process(self, job: dict) -> dict:
@@ -192,7 +195,7 @@ class JobProcessor:
         for i, item in enumerate(items):  # refuse a bad upload target before doing the work
             for name in ("put_url", "mask_put_url"):
                 if getattr(item, name):
-                    check_url(getattr(item, name), self.fetch_policy, field=_put_field(request, i, name))
+                    _named(_put_field(request, i, name), check_url, getattr(item, name), self.fetch_policy)
         timers = [StageTimer() for _ in items]
         budget = self._budget()
         decoded = []
@@ -201,7 +204,7 @@ class JobProcessor:
             progress(f"reading image {i + 1}/{len(items)}")
             with t("fetch"):
                 if item.image.startswith(("https://", "http://")):
-                    raw = fetch_url(item.image, self.fetch_policy, field=field)
+                    raw = _named(field, fetch_url, item.image, self.fetch_policy)
                 else:
                     raw = schemas.decode_base64_image(item.image, field=field)
             with t("decode"):
@@ -264,6 +267,16 @@ class JobProcessor:
             # fresh worker (the stuck check already blocked its image).
             response["refresh_worker"] = True
         return response
+
+
+def _named(field: str, fn, *args, **kwargs):
+    """``fn(*args, field=field, **kwargs)``, its InputError message made to name ``field``."""
+    try:
+        return fn(*args, field=field, **kwargs)
+    except InputError as exc:
+        if field in str(exc):
+            raise
+        raise InputError(f"{field}: {exc}", field=field) from None
 
 
 def _put_field(request: schemas.SimpleRequest, index: int, name: str) -> str:

@@ -163,7 +163,7 @@ class JobBudget:
 # ---------------------------------------------------------------------------- error responses
 
 
-def _clip_text(text: str, limit: int) -> str:
+def clip_text(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text) - limit} more characters)"
@@ -175,7 +175,7 @@ def _clip_value(value: Any, depth: int = 0, room: list[int] | None = None) -> An
     room = [_KEEP_TOTAL] if room is None else room
     room[0] -= 1
     if isinstance(value, str):
-        return _clip_text(value, _KEEP_CHARS)
+        return clip_text(value, _KEEP_CHARS)
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if depth >= _KEEP_DEPTH or room[0] <= 0:
@@ -199,7 +199,7 @@ def _clip_value(value: Any, depth: int = 0, room: list[int] | None = None) -> An
         if len(out_list) < len(value):
             out_list.append(f"… {len(value) - len(out_list)} more items")
         return out_list
-    return _clip_text(repr(value), _KEEP_CHARS)
+    return clip_text(repr(value), _KEEP_CHARS)
 
 
 def bounded_error(response: dict, max_bytes: int = DEFAULT_MAX_ERROR_BYTES) -> dict:
@@ -208,7 +208,7 @@ def bounded_error(response: dict, max_bytes: int = DEFAULT_MAX_ERROR_BYTES) -> d
     The message keeps its start (which names the problem); details keep their first entries
     and say how many were left out. Works on any value, including cyclic or deeply nested
     ones a hostile request smuggled into an error record."""
-    out = {k: (_clip_text(v, max_bytes // 2) if isinstance(v, str) else _clip_value(v)) for k, v in response.items()}
+    out = {k: (clip_text(v, max_bytes // 2) if isinstance(v, str) else _clip_value(v)) for k, v in response.items()}
     try:
         size = len(json.dumps(out, ensure_ascii=False).encode("utf-8"))
     except (TypeError, ValueError, RecursionError):

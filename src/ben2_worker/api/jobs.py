@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..budget import Budget, JobBudget, bounded_error
+from ..budget import Budget, JobBudget, bounded_error, clip_text
 from ..cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
 from ..engines import Engines
 from ..errors import Ben2WorkerError, InputError
@@ -123,7 +123,8 @@ class JobProcessor:
             response_size_check(response)
             return response
         except Ben2WorkerError as exc:
-            log.info("job %s refused: %s", job_id, exc)
+            # Bounded, and never the request's data: messages name fields, not their contents.
+            log.info("job %s refused: %s", job_id, clip_text(str(exc), 300))
             return bounded_error(_error_response(exc), self.engines.settings.max_error_bytes)
         except Exception as exc:  # a bug: report it, keep serving
             log.exception("job %s failed", job_id)
@@ -220,6 +221,10 @@ class JobProcessor:
             progress(f"cutting out {len(decoded)} image(s)")
             full = [FullResult(verdict=None, caption=None, cutout=r, timings=StageTimer())
                     for r in run_simple(self.engines, decoded, options)]
+        if self.engines.settings.log_private:  # BEN2_WORKER_LOG_PRIVATE=1: debugging only
+            for i, (item, res) in enumerate(zip(items, full)):
+                log.info("job %s image %d: source %s, caption %r, verdict %s", job_id, i, item.image[:200],
+                         res.caption, res.verdict.as_dict() if res.verdict is not None else None)
         progress("encoding and delivering")
         out = []
         for i, (item, res, t) in enumerate(zip(items, full, timers)):

@@ -356,7 +356,9 @@ def run_gate(ctx: RunContext, node_id: str, image: ImageValue, nudenet_json: str
                      block_borderline=bool(block_borderline), nudenet_overrides_llama=bool(nudenet_overrides_llama))
     if not verdict.allowed:
         reasons = [" ".join(r.split()) for r in verdict.reasons]
-        log.warning("node %s (HybridSafetyGate) blocked the image: %s", node_id, " | ".join(reasons))
+        # The reasons quote the classifier's description of the image: logged only on request.
+        shown = " | ".join(reasons) if ctx.settings.log_private else ", ".join(verdict.blocked_by)
+        log.warning("node %s (HybridSafetyGate) blocked the image: %s", node_id, shown)
         raise ContentBlockedError(GATE_BLOCK_PREFIX + " | ".join(reasons), reasons=reasons, node_id=node_id,
                                   verdict=verdict.as_dict())
     return image, verdict.status_text()

@@ -435,3 +435,24 @@ def judge_decode(what: str, data: bytes, *, max_pixels: int = FUZZ_MAX_PIXELS):
     except BaseException as exc:  # noqa: BLE001
         TALLY.crashes.append(("decode", what, f"{type(exc).__name__}: {exc}"[:300]))
         raise CaseFailed(f"decode {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def jpeg_scan_bomb(width: int = 1000, height: int = 1000, extra_scans: int = 2000) -> bytes:
+    """A valid progressive JPEG with its smallest refinement scan repeated: a few KB more per
+    thousand scans, and each scan is one more decoder pass over the whole image."""
+    im = Image.fromarray(np.full((height, width, 3), 128, np.uint8))
+    data = _save(im, "JPEG", quality=90, progressive=True)
+    scans, i = [], 2
+    while i < len(data) and data[i + 1] != 0xD9:
+        length = struct.unpack_from(">H", data, i + 2)[0]
+        if data[i + 1] != 0xDA:
+            i += 2 + length
+            continue
+        j = i + 2 + length
+        while not (data[j] == 0xFF and data[j + 1] != 0 and not 0xD0 <= data[j + 1] <= 0xD7):
+            j += 1
+        scans.append((i, j))
+        i = j
+    a, b = min(scans[1:], key=lambda s: s[1] - s[0])
+    end = scans[-1][1]
+    return data[:end] + data[a:b] * extra_scans + data[end:]

@@ -38,7 +38,7 @@ from ben2_worker.api.safe_http import FetchPolicy
 from ben2_worker.config import Settings
 from ben2_worker.cutout import CutoutEngine
 from ben2_worker.engines import Engines, load_cutout_engine
-from ben2_worker.errors import ModelError
+from ben2_worker.errors import GpuUnavailableError, ModelError
 from ben2_worker.handler import build_engines
 from ben2_worker.imaging import encode_image
 
@@ -361,3 +361,51 @@ def test_safety_stage_that_never_returns_blocks_and_recycles(tmp_path_factory):
         assert ok["images"][0]["status"] == "allowed", ok
     finally:
         release.set()
+
+
+# ---------------------------------------------------------------------------- no silent CPU fallback
+
+
+def test_gpu_worker_refuses_to_start_without_a_gpu_provider(models_dir):
+    """This machine's onnxruntime is the CPU build: the real "GPU provider unavailable" case."""
+    import onnxruntime
+
+    assert "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
+    for settings in (dataclasses.replace(settings_for(models_dir), device="gpu"),
+                     dataclasses.replace(settings_for(models_dir), providers="cuda")):
+        for pipelines in ("simple", None):  # refused even when no pipeline is required
+            with pytest.raises(GpuUnavailableError) as caught:
+                build_engines(settings, pipelines=pipelines)
+            message = str(caught.value)
+            assert "must use a GPU" in message and "install onnxruntime-gpu" in message, message
+            assert ("BEN2_WORKER_DEVICE=gpu" if settings.device == "gpu" else "BEN2_WORKER_PROVIDERS=cuda") in message
+    # Naming the CPU as well is consent to fall back; auto never requires a GPU.
+    for providers in ("cuda,cpu", "auto"):
+        engines = build_engines(dataclasses.replace(settings_for(models_dir), providers=providers), pipelines="simple")
+        assert engines.cutout.model.info.providers == ("CPUExecutionProvider",)
+
+
+def test_gpu_worker_process_exits_naming_the_cause(models_dir):
+    env = {**os.environ, "BEN2_WORKER_MODELS": str(models_dir), "BEN2_WORKER_ALLOW_CUSTOM_MODELS": "1",
+           "BEN2_WORKER_PIPELINES": "simple", "BEN2_WORKER_THREADS": "1", "BEN2_WORKER_DEVICE": "gpu"}
+    proc = subprocess.run([sys.executable, "-m", "ben2_worker.handler"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "cannot start" in proc.stderr and "has no GPU provider" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_gpu_requirement_and_causes(tmp_path):
+    from ben2_worker.runtime import gpu_required, gpu_unavailable_cause, require_gpu_providers
+
+    assert gpu_required("auto", "gpu") and gpu_required("cuda", "auto") and gpu_required("tensorrt,cuda", "auto")
+    assert not gpu_required("auto", "auto") and not gpu_required("cuda,cpu", "auto") and not gpu_required("cpu", "auto")
+    # On a GPU provider it returns True (the caller then warms the model up); on CPU, if allowed, False.
+    assert require_gpu_providers("auto", "gpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) is True
+    assert require_gpu_providers("auto", "auto", ["CPUExecutionProvider"]) is False
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert "no NVIDIA device is visible" in gpu_unavailable_cause(cuda, dev=tmp_path)
+    (tmp_path / "nvidia0").touch()
+    cause = gpu_unavailable_cause(cuda, dev=tmp_path)
+    assert "libcuda.so.1" in cause or "CUDA provider failed to load" in cause
+    with pytest.raises(ValueError, match="BEN2_WORKER_DEVICE"):
+        Settings.from_env({"BEN2_WORKER_DEVICE": "tpu"})
+    assert Settings.from_env({"BEN2_WORKER_DEVICE": "GPU"}).device == "gpu"

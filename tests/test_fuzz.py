@@ -25,6 +25,7 @@ from fuzz_targets import (
     graphs,
     judge_answer,
     judge_decode,
+    jpeg_scan_bomb,
     json_values,
     mutated_image,
     seed_files,
@@ -197,6 +198,7 @@ HUGE_CASES = {
     "1000 previews of one upload": lambda: {"workflow": {
         "1": {"class_type": "LoadImage", "inputs": {"image": UPLOAD}},
         **{str(i): {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}} for i in range(2, 1000)}}},
+    "JPEG of 2,000 scans": lambda: {"image": b64(jpeg_scan_bomb())},
     "enlarge to 16384x16384": lambda: {"workflow": {
         "1": {"class_type": "LoadImage", "inputs": {"image": UPLOAD}},
         "2": {"class_type": "RestoreOriginalSize", "inputs": {"image": ["1", 0], "original_width": 16384, "original_height": 16384}},
@@ -207,6 +209,16 @@ HUGE_CASES = {
 }
 
 
+#: The limit each refusal must name.
+HUGE_REFUSALS = {
+    "10k-node chain": "BEN2_WORKER_MAX_NODES", "10k-node cycle": "BEN2_WORKER_MAX_NODES",
+    "10k unknown nodes": "BEN2_WORKER_MAX_NODES", "10k-node UI chain with a muted node": "BEN2_WORKER_MAX_NODES",
+    "500-node cycle": "Dependency cycle", "1000 previews of one upload": "BEN2_WORKER_MAX_OUTPUTS",
+    "enlarge to 16384x16384": "BEN2_WORKER_MAX_PIXELS", "100 loads of a flat 4 MP upload": "BEN2_WORKER_MAX_JOB_PIXELS",
+    "JPEG of 2,000 scans": "BEN2_WORKER_MAX_JPEG_SCANS", "deep JSON string input": "nested too deeply",
+    "deep JSON string workflow": "nested too deeply", "huge simple batch": "must hold 1 to 16 images",
+    "10k bad uploads": "Failed to upload one or more input images",
+}
 #: Big but within every limit: these must succeed.
 VALID_HUGE = {"999-node chain", "huge node id", "unicode digit node id"}
 
@@ -221,6 +233,7 @@ def test_huge_and_deep_requests(worker, name):
         assert "error" not in out and out["images"], (name, str(out)[:300])
     else:
         assert "error" in out, (name, str(out)[:300])
+        assert HUGE_REFUSALS.get(name, "") in out["error"], (name, out["error"][:500])
 
 
 FLAT_4MP = encode_image(__import__("numpy").zeros((2000, 2000, 3), "uint8"), "png")

@@ -14,6 +14,9 @@ names it:
   counted before each is encoded, and their encoded bytes as they are produced; when outputs
   travel inside the response (base64), RunPod's response limit applies to them as well, so a
   job that cannot fit stops at the first output that overflows instead of encoding the rest.
+* ``max_jpeg_scans`` (``BEN2_WORKER_MAX_JPEG_SCANS``): a decoder's own work beyond the pixel
+  count: a progressive JPEG is decoded once per scan. (Animated GIF/WebP/APNG and multi-page
+  TIFF cost one frame: only the first is decoded.)
 * ``max_nodes`` (``BEN2_WORKER_MAX_NODES``): a workflow's size, checked before validation.
 * ``max_error_bytes`` (``BEN2_WORKER_MAX_ERROR_BYTES``): an error response; an error naming
   10,000 nodes is cut to the first few with a count of the rest, never megabytes.
@@ -34,6 +37,9 @@ DEFAULT_MAX_OUTPUT_PIXELS = 512_000_000
 DEFAULT_MAX_OUTPUT_BYTES = 512 * 2**20
 DEFAULT_MAX_NODES = 1000
 DEFAULT_MAX_ERROR_BYTES = 16 * 1024
+#: Scans in one JPEG. Encoders write 1 (baseline) or about 10 (progressive); each extra scan makes
+#: the decoder walk the whole image again, so 2,000 tiny scans in an 80 KB file cost ~7 s per 9 MP.
+DEFAULT_MAX_JPEG_SCANS = 100
 
 #: Entries kept when an error's details must be cut (node records, list items).
 _KEEP_ITEMS = 20
@@ -69,6 +75,7 @@ class Budget:
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     max_nodes: int = DEFAULT_MAX_NODES
     max_error_bytes: int = DEFAULT_MAX_ERROR_BYTES
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Budget":
@@ -110,10 +117,20 @@ class JobBudget:
         from .imaging import read_image_size
 
         try:
-            _fmt, width, height = read_image_size(data)
+            fmt, width, height = read_image_size(data)
         except InputError:
             return
         self.budget.check_image(f"image {name!r}", width, height)
+        if fmt == "JPEG":
+            # A scan starts with an SOS marker (FF DA); in entropy-coded data FF is always
+            # followed by 00 or a restart marker, so counting the pair over-counts at most.
+            scans = bytes(data).count(b"\xff\xda")
+            if scans > self.budget.max_jpeg_scans:
+                raise BudgetExceededError(
+                    f"image {name!r} is a JPEG of {scans} scans, over the limit of {self.budget.max_jpeg_scans} "
+                    "(BEN2_WORKER_MAX_JPEG_SCANS): each scan is another pass of the decoder over the whole image",
+                    limit="BEN2_WORKER_MAX_JPEG_SCANS", field=name,
+                )
         total = self.decoded_pixels + width * height
         if total > self.budget.max_job_pixels:
             raise BudgetExceededError(

@@ -59,6 +59,7 @@ class Settings:
     max_output_bytes: int = 512 * 2**20
     max_nodes: int = 1000
     max_error_bytes: int = 16 * 1024
+    max_jpeg_scans: int = 100
     #: ``gpu``: the image was built for a GPU; the worker refuses to start without one.
     device: str = "auto"
     #: Log request details (captions, full URLs, verdict texts): for debugging only.
@@ -85,6 +86,7 @@ class Settings:
             max_output_bytes=env_int(env, "BEN2_WORKER_MAX_OUTPUT_BYTES", cls.max_output_bytes),
             max_nodes=env_int(env, "BEN2_WORKER_MAX_NODES", cls.max_nodes),
             max_error_bytes=env_int(env, "BEN2_WORKER_MAX_ERROR_BYTES", cls.max_error_bytes),
+            max_jpeg_scans=env_int(env, "BEN2_WORKER_MAX_JPEG_SCANS", cls.max_jpeg_scans),
             device=_choice(env, "BEN2_WORKER_DEVICE", ("auto", "gpu", "cpu")),
             log_private=env.get("BEN2_WORKER_LOG_PRIVATE", "").strip().lower() in ("1", "true", "yes"),
         )

@@ -22,6 +22,7 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from hypothesis import strategies as st
@@ -352,11 +353,15 @@ class Tally:
     hangs: list = field(default_factory=list)
     hogs: list = field(default_factory=list)
     slowest: dict = field(default_factory=dict)
+    #: (target, what, input) of each failure, the input as given (job dict or bytes), for the corpus.
+    inputs: list = field(default_factory=list)
 
     def summary(self) -> dict:
         return {
             "cases": dict(self.cases), "total_cases": sum(self.cases.values()),
-            "crashes": len(self.crashes), "hangs": len(self.hangs), "memory_hogs": len(self.hogs),
+            # Distinct failures: hypothesis replays a failing case many times while shrinking it.
+            "crashes": len({(t, m[:80]) for t, _, m in self.crashes}), "hangs": len({t for t, _, _ in self.hangs}),
+            "memory_hogs": len({t for t, _, _ in self.hogs}),
             "slowest_s": {k: round(v, 3) for k, v in self.slowest.items()},
             "failures": [list(x) for x in (self.crashes + self.hangs + self.hogs)][:50],
         }
@@ -369,7 +374,7 @@ class CaseFailed(AssertionError):
     pass
 
 
-def _timed(target: str, what: str, fn):
+def _timed(target: str, what: str, fn, payload=None):
     rss0 = max_rss_mib()
     t0 = time.perf_counter()
     try:
@@ -379,6 +384,8 @@ def _timed(target: str, what: str, fn):
         TALLY.cases[target] += 1
         TALLY.slowest[target] = max(TALLY.slowest.get(target, 0.0), dt)
         grew = max_rss_mib() - rss0
+        if dt > CASE_SECONDS or grew > CASE_MEMORY_MIB:
+            TALLY.inputs.append((target, what, payload))
         if dt > CASE_SECONDS:
             TALLY.hangs.append((target, what, f"{dt:.1f} s"))
             raise CaseFailed(f"{target} {what}: took {dt:.1f} s (limit {CASE_SECONDS} s)")
@@ -390,23 +397,27 @@ def _timed(target: str, what: str, fn):
 def judge_answer(target: str, what: str, worker, job: dict, *, max_error_bytes: int = 16 * 1024) -> dict:
     """Run one job and judge the answer; raises CaseFailed (recorded in TALLY) on a bug."""
     try:
-        out = _timed(target, what, lambda: worker(job))
+        out = _timed(target, what, lambda: worker(job), job)
     except CaseFailed:
         raise
     except BaseException as exc:  # noqa: BLE001 - an escaped exception is the bug we look for
         TALLY.crashes.append((target, what, f"escaped {type(exc).__name__}: {exc}"[:300]))
+        TALLY.inputs.append((target, what, job))
         raise CaseFailed(f"{target} {what}: exception escaped the handler: {type(exc).__name__}: {exc}") from exc
     if not isinstance(out, dict):
         TALLY.crashes.append((target, what, f"answer is {type(out).__name__}"))
+        TALLY.inputs.append((target, what, job))
         raise CaseFailed(f"{target} {what}: answer is not a dict")
     error = out.get("error")
     if error is not None:
         if not isinstance(error, str) or not error.strip() or error.startswith("internal error"):
             TALLY.crashes.append((target, what, str(error)[:300]))
+            TALLY.inputs.append((target, what, job))
             raise CaseFailed(f"{target} {what}: {str(error)[:500]}")
         size = len(json.dumps(out))
         if size > 2 * max_error_bytes:
             TALLY.crashes.append((target, what, f"error response of {size} bytes"))
+            TALLY.inputs.append((target, what, job))
             raise CaseFailed(f"{target} {what}: error response is {size} bytes")
     return out
 
@@ -429,11 +440,12 @@ def judge_decode(what: str, data: bytes, *, max_pixels: int = FUZZ_MAX_PIXELS):
         return img
 
     try:
-        return _timed("decode", what, run)
+        return _timed("decode", what, run, data)
     except CaseFailed:
         raise
     except BaseException as exc:  # noqa: BLE001
         TALLY.crashes.append(("decode", what, f"{type(exc).__name__}: {exc}"[:300]))
+        TALLY.inputs.append(("decode", what, data))
         raise CaseFailed(f"decode {what}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -456,3 +468,41 @@ def jpeg_scan_bomb(width: int = 1000, height: int = 1000, extra_scans: int = 200
     a, b = min(scans[1:], key=lambda s: s[1] - s[0])
     end = scans[-1][1]
     return data[:end] + data[a:b] * extra_scans + data[end:]
+
+
+# ---------------------------------------------------------------------------- corpus
+
+CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
+
+
+def save_case(target: str, what: str, payload, *, expect: list[str] | None = None, note: str = "") -> Path:
+    """Keep a failing input in tests/corpus (jobs as gzipped JSON, decoder inputs as files)."""
+    import gzip
+    import hashlib
+
+    import re
+
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{target}-{what}".lower()).strip("-")[:60]
+    if isinstance(payload, (bytes, bytearray)):
+        digest = hashlib.sha256(payload).hexdigest()[:8]
+        path = CORPUS_DIR / "decode" / f"{slug}-{digest}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(payload))
+        index = CORPUS_DIR / "decode" / "expected.json"
+        known = json.loads(index.read_text()) if index.exists() else {}
+        known.setdefault(path.name, (expect or [""])[0])
+        index.write_text(json.dumps(dict(sorted(known.items())), indent=1) + "\n")
+        return path
+    text = json.dumps({"note": note or f"{target}: {what}", "expect": expect or [], "job": payload}, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    path = CORPUS_DIR / "jobs" / f"{slug}-{digest}.json.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(text.encode(), mtime=0))
+    return path
+
+
+def load_case(path: Path) -> dict:
+    import gzip
+
+    raw = path.read_bytes()
+    return json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)

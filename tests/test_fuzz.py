@@ -26,6 +26,7 @@ from fuzz_targets import (
     judge_answer,
     judge_decode,
     jpeg_scan_bomb,
+    load_case,
     json_values,
     mutated_image,
     seed_files,
@@ -247,7 +248,7 @@ def test_worker_still_serves_after_the_fuzzing(worker):
 
 
 def _corpus(kind: str) -> list[Path]:
-    return sorted(p for p in (CORPUS / kind).glob("*") if p.suffix != ".md" and p.name != "expected.json")
+    return sorted(p for p in (CORPUS / kind).glob("*") if p.suffix not in (".md", ".py") and p.name != "expected.json")
 
 
 @pytest.mark.parametrize("path", _corpus("decode"), ids=lambda p: p.name)
@@ -263,7 +264,7 @@ def test_corpus_decode(path):
 
 @pytest.mark.parametrize("path", _corpus("jobs"), ids=lambda p: p.name)
 def test_corpus_jobs(worker, path):
-    case = json.loads(path.read_text())
+    case = load_case(path)
     out = judge_answer("corpus", path.name, worker, case["job"])
     for needle in case.get("expect", []):
         assert needle in json.dumps(out), (needle, str(out)[:500])

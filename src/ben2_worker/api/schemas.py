@@ -75,6 +75,8 @@ def decode_base64_image(value: str, *, field: str) -> bytes:
     """Base64 with or without a ``data:...;base64,`` prefix (everything before the first comma dropped)."""
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{field}: expected a base64 string, got {type(value).__name__}", field=field)
+    if value.startswith("data:") and "," not in value:
+        raise InputError(f"{field}: a data: URI must be 'data:<type>;base64,<data>' (no comma found)", field=field)
     text = value.split(",", 1)[1] if value.startswith("data:") else value
     text = "".join(text.split())  # tolerate line-wrapped base64
     try:

@@ -24,7 +24,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ben2_worker import selfcheck as sc
+from ben2_worker.ops import selfcheck as sc
 from ben2_worker.cli.selfcheck import selfcheck as selfcheck_command
 from ben2_worker.models.store import VERIFIED_FILENAME, load_manifest
 from ben2_worker.ops.selfcheck import FAIL, OK, SKIP, WARN, SelfcheckOptions, run_selfcheck

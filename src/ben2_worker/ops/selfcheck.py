@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import child_environment
 from ..errors import Ben2WorkerError
 from ..models.store import PIPELINES, ModelSpec, ModelStore, models_for_pipeline
 
@@ -223,6 +224,8 @@ class SelfcheckOptions:
     comfyui_timeout: float = 900.0
     #: Python of the ComfyUI install (default: this interpreter, as in the images).
     comfyui_python: str | None = None
+    #: ``BEN2_WORKER_PROVIDERS`` as config.py read it (which onnxruntime providers to check).
+    providers: str = "auto"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -592,9 +595,7 @@ def load_comfyui_registry(comfyui: Path, *, python: str | None = None, timeout: 
     comfyui = Path(comfyui)
     if not (comfyui / "nodes.py").is_file():
         return {"error": f"{comfyui} is not a ComfyUI install (no nodes.py)", "import_failed": []}
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("DO_NOT_TRACK", "1")
+    env = child_environment(PYTHONUNBUFFERED="1", DO_NOT_TRACK="1")
     try:
         proc = subprocess.run(
             [python or sys.executable, "-c", _REGISTRY_SCRIPT, str(comfyui), REGISTRY_MARKER],
@@ -744,8 +745,7 @@ def run_selfcheck(opts: SelfcheckOptions) -> Report:
     store = ModelStore(Path(opts.models_dir), dict(opts.manifest) if opts.manifest is not None else None, opts.lock_path)
     check_models(report, store, opts.pipelines, image_build=opts.image_build)
 
-    providers = os.environ.get("BEN2_WORKER_PROVIDERS", "auto").strip() or "auto"
-    check_runtime(report, opts.pipelines, require_gpu=opts.require_gpu, providers=providers)
+    check_runtime(report, opts.pipelines, require_gpu=opts.require_gpu, providers=opts.providers)
 
     files = workflow_files(opts.workflows)
     report.meta["workflows"] = [str(f) for f in files]

@@ -193,3 +193,24 @@ def test_the_cli_reports_a_bad_setting_naming_it(args, tmp_path):
     result = CliRunner().invoke(app, args, env={"BEN2_WORKER_URL_ALLOW_PRIVATE": "perhaps"})
     assert result.exit_code == 2, result.output
     assert "BEN2_WORKER_URL_ALLOW_PRIVATE='perhaps' is not allowed" in result.output
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_facts_are_cited_from_docs_contracts_and_every_cited_section_exists():
+    anchors = {_anchor(line.lstrip("#")) for line in (ROOT / "docs" / "contracts.md").read_text("utf-8").splitlines()
+               if line.startswith("#")}
+    cited, stale = set(), []
+    for path in [*ROOT.glob("src/**/*.*"), *ROOT.glob("tests/*.py"), *ROOT.glob("docs/*.md"), *ROOT.glob("bench/*.py"),
+                 ROOT / "README.md"]:
+        if path.suffix not in (".py", ".md", ".toml") or path == Path(__file__):
+            continue
+        text = path.read_text("utf-8")
+        if re.search(r"contracts §|contracts\.md section|notes/contracts", text):
+            stale.append(str(path.relative_to(ROOT)))
+        cited |= set(re.findall(r"contracts\.md#([\w-]+)", text))
+    assert stale == [], "cite docs/contracts.md#<section>, a document inside the repository"
+    assert cited and cited <= anchors, f"cited sections missing from docs/contracts.md: {cited - anchors}"

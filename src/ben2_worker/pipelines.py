@@ -69,7 +69,7 @@ def run_simple(engines: Engines, images: list[np.ndarray], options: CutoutOption
 
 @dataclass(frozen=True)
 class SafetyOptions:
-    """The full pipeline's checks, defaulting to the user's full workflow (contracts §1)."""
+    """The full pipeline's checks, defaulting to the user's full workflow (docs/contracts.md#the-users-workflows)."""
 
     nudenet_threshold: float = 0.6
     block_unsafe: bool = True

@@ -1,6 +1,6 @@
 """Where outputs go: a caller's PUT URL, the operator's S3 bucket, or base64 in the response.
 
-Response entries have worker-comfyui's shape (``{"filename", "type", "data"}``, contracts §3):
+Response entries have worker-comfyui's shape (``{"filename", "type", "data"}``, docs/contracts.md#worker-comfyui):
 
 * ``put_url`` given: the bytes are PUT there (same SSRF policy as URL inputs) and ``data`` is
   that URL without its query string (presigned URLs carry credentials there).
@@ -29,7 +29,7 @@ from ben2_worker.api.safe_http import BadURL, Deadline, Exchange, FetchPolicy, T
 from ben2_worker.config import DEFAULT_PUT_TIMEOUT_S, S3Settings, Settings
 from ben2_worker.errors import Ben2WorkerError, ConfigError, InputError
 
-#: RunPod's limit for a /runsync result (contracts §4), in bytes of JSON.
+#: RunPod's limit for a /runsync result (docs/contracts.md#runpod), in bytes of JSON.
 RUNSYNC_LIMIT_BYTES = 20 * 10**6
 #: Presigned GET lifetime: 7 days, the SigV4 maximum (as runpod's rp_upload).
 PRESIGN_SECONDS = 7 * 24 * 3600

@@ -17,6 +17,7 @@ from .config import Settings
 from .errors import Ben2WorkerError, EngineUnavailableError, ModelCorruptError, ModelError, ModelMissingError
 from .models.locate import ModelFolders, wheel_file
 from .models.store import ModelStore, load_manifest, sha256_file
+from .runtime import thread_count
 
 if TYPE_CHECKING:
     from .cutout import CutoutEngine
@@ -215,12 +216,10 @@ def safety_models_present(settings: Settings) -> bool:
 
 def load_safety_engines(engines: Engines) -> None:
     """Florence-2, NudeNet and the LLM classifier, each loaded once; any failure raises."""
-    from .runtime import thread_count
-
     settings = engines.settings
     engines.nudenet = load_nudity_engine(settings)
     engines.caption = load_caption_engine(settings)
-    import torch
+    import torch  # the classifier's process-wide thread pool
 
     torch.set_num_threads(thread_count(settings.threads))  # torch's pool is global: size it to the quota
     engines.classifier = load_classifier_engine(settings)

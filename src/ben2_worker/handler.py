@@ -13,8 +13,11 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import platform
+import sys
 import threading
 import time
+import types
 
 from .config import Settings, quiet_runpod_sdk
 from .engines import Engines, build_engines
@@ -63,8 +66,6 @@ def _cpu_brand() -> dict:
                     return {"brand_raw": line.split(":", 1)[1].strip()}
     except OSError:
         pass
-    import platform
-
     return {"brand_raw": platform.processor() or "unknown"}
 
 
@@ -74,9 +75,6 @@ def _import_runpod() -> None:
     The SDK's debugger module calls ``cpuinfo.get_cpu_info()`` at import time only to print the
     CPU's name; that probe runs a subprocess and costs ~1.1 s of every cold start. The stand-in
     reads the same name from /proc/cpuinfo; the real module is restored for anyone else."""
-    import sys
-    import types
-
     if "runpod" in sys.modules:
         return
     saved = sys.modules.get("cpuinfo")

@@ -39,9 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import child_environment
+from ..config import Settings, child_environment
+from ..engines import Engines
 from ..errors import Ben2WorkerError
 from ..models.store import PIPELINES, ModelSpec, ModelStore, models_for_pipeline
+from ..runtime import resolve_providers
 
 __all__ = [
     "COMFYUI_CORE_NODES",
@@ -414,8 +416,6 @@ def _check_onnxruntime(report: Report, *, require_gpu: bool, providers: str) -> 
         return
     available = list(onnxruntime.get_available_providers())
     dist = ", ".join(f"{d} {v}" for d, v in installed.items()) or f"onnxruntime {onnxruntime.__version__}"
-    from ..runtime import resolve_providers
-
     chosen = resolve_providers(providers, available)
     detail = f"{dist}; available: {', '.join(available)}; BEN2 sessions will use: {', '.join(chosen)}"
     if "CUDAExecutionProvider" in available:
@@ -674,11 +674,9 @@ def check_comfyui_nodes(report: Report, files: Sequence[Path], comfyui: Path, *,
 def check_workflows(report: Report, files: Sequence[Path], models_dir: Path, pipelines: Sequence[str]) -> None:
     """Validate each workflow as the worker would, model files included; skip one that needs a
     pipeline not selected."""
-    from ..config import Settings
-    from ..engines import Engines
-    from ..workflow import NODE_TYPES, WorkflowRunner, WorkflowValidationError
+    from ..workflow import NODE_TYPES, WorkflowRunner, WorkflowValidationError  # PIL, numpy
 
-    settings = dataclasses.replace(Settings(), models_dir=Path(models_dir))
+    settings = Settings(models_dir=Path(models_dir))
     lenient = WorkflowRunner(Engines(settings=settings), check_models=False)
     strict = WorkflowRunner(Engines(settings=settings), check_models=True)
     for path in files:

@@ -99,18 +99,19 @@ def checked_model(name: str, path: Path, settings: Settings, folders: ModelFolde
     """``path`` (a file or, for Florence-2, a folder) after the pinned-checksum check of manifest
     model ``name``: through the store when it sits at its manifest place in ``folders``, else
     its one file hashed here. A file that differs from its pin is refused unless
-    ``settings.allow_custom_models`` (never for NudeNet). Cached per file stamp."""
-    custom_allowed = settings.allow_custom_models and name != "nudenet"
+    ``settings.allow_custom_models`` (never for NudeNet). A file hashed here is remembered by its
+    stamp (path, size, mtime)."""
     spec = load_manifest()[name]
+    root = _store_root(path, spec.primary, folders)
+    if root is not None:  # the store: checksums verified once, then a stat per file (its stamps)
+        return model_path(name, settings, root)
+    custom_allowed = settings.allow_custom_models and name != "nudenet"
     st = path.stat()
     key = (name, str(path), st.st_size, st.st_mtime_ns, custom_allowed)
     with _checked_lock:
         if key in _checked:
             return _checked[key]
-        root = _store_root(path, spec.primary, folders)
-        if root is not None:
-            result = model_path(name, settings, root)
-        elif len(spec.files) == 1 and spec.files[0].sha256:
+        if len(spec.files) == 1 and spec.files[0].sha256:
             pinned = spec.files[0].sha256
             actual = sha256_file(path)
             if actual != pinned:
@@ -129,8 +130,8 @@ def checked_model(name: str, path: Path, settings: Settings, folders: ModelFolde
             result = path
         else:
             raise ModelCorruptError(
-                f"{path} cannot be checked against the pinned {name} model: place it at "
-                f"{folders.where(spec.primary.split('/')[0])}/{spec.primary.split('/', 1)[1]}, or set "
+                f"{path} cannot be checked against the pinned {name} model: place it as "
+                f"{spec.primary.split('/', 1)[1]} in {folders.where(spec.primary.split('/')[0])}, or set "
                 f"BEN2_WORKER_ALLOW_CUSTOM_MODELS=1 to run it unverified on purpose"
             )
         _checked[key] = Path(result)

@@ -442,7 +442,6 @@ def test_corrupt_gguf_is_a_model_error_naming_the_file(llama_cpp, tiny_gguf, tmp
 
 def test_engine_factory_requires_the_manifest_model(llama_cpp, tiny_gguf, tmp_path):
     from ben2_worker.config import Settings
-    from ben2_worker.safety.classifier import SafetyClassifier
 
     with pytest.raises(ModelError) as info:
         load_classifier_engine(Settings(models_dir=tmp_path))

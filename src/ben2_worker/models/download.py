@@ -81,7 +81,6 @@ class StoreDownloads:
             self._download_from_hub(spec, todo, progress=progress)
         return self.path(name)
 
-
     # -- PyPI wheel (NudeNet)
 
     def _package_file(self, spec: ModelSpec, f: ModelFile) -> Path | None:

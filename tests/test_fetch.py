@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ben2_worker.api import fetch
+from ben2_worker.api import safe_http
 from ben2_worker.api.safe_http import FetchPolicy, check_url, fetch_url, refusal_reason
 from ben2_worker.config import Settings
 from ben2_worker.errors import ConfigError
@@ -214,14 +214,14 @@ def test_content_length_over_limit_is_refused_before_the_body():
 def test_streamed_body_over_limit_stops_at_the_limit(mode, monkeypatch):
     policy = FetchPolicy(allow_http=True, allow_private=True, max_bytes=100_000)
     received: list[int] = []
-    original = fetch.http.client.HTTPResponse.read1
+    original = safe_http.http.client.HTTPResponse.read1
 
     def read1(self, n=-1):  # counts what the fetcher actually took off the connection
         chunk = original(self, n)
         received.append(len(chunk))
         return chunk
 
-    monkeypatch.setattr(fetch.http.client.HTTPResponse, "read1", read1)
+    monkeypatch.setattr(safe_http.http.client.HTTPResponse, "read1", read1)
     route = body(b"y" * 5_000_000, length=False) if mode == "close-delimited" else body(b"y" * 5_000_000, chunked=True)
     with serve({"/big": route}) as server:
         message = refused(server.base + "/big", policy)
@@ -402,8 +402,8 @@ def test_redirect_from_a_public_host_to_private_ones_is_refused(fake_dns, monkey
     answers, _ = fake_dns
     # Simulation: "public.example" is served from 127.0.0.2, and that one loopback address is
     # treated as public. Everything else, including the redirect checks, runs unmodified.
-    real_reason = fetch.refusal_reason
-    monkeypatch.setattr(fetch, "refusal_reason", lambda ip: None if str(ip) == "127.0.0.2" else real_reason(ip))
+    real_reason = safe_http.refusal_reason
+    monkeypatch.setattr(safe_http, "refusal_reason", lambda ip: None if str(ip) == "127.0.0.2" else real_reason(ip))
     answers["public.example"] = ["127.0.0.2"]
     answers["internal.example"] = ["10.0.0.1"]
     policy = FetchPolicy(allow_http=True)  # private addresses refused

@@ -1,4 +1,4 @@
-"""`ben2-worker selfcheck` (ben2_worker.ops.selfcheck / cli_selfcheck): the images' last build step.
+"""`ben2-worker selfcheck` (ben2_worker.ops.selfcheck / ben2_worker.cli.selfcheck): the images' last build step.
 
 Against a models folder built here in the product layout — the BEN2 stand-in
 (tests/standin_models.py), the real nudenet/320n.onnx copied out of the nudenet wheel, a tiny
@@ -24,7 +24,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ben2_worker import selfcheck as sc
+from ben2_worker.ops import selfcheck as sc
 from ben2_worker.cli.selfcheck import selfcheck as selfcheck_command
 from ben2_worker.models.store import VERIFIED_FILENAME, load_manifest
 from ben2_worker.ops.selfcheck import FAIL, OK, SKIP, WARN, SelfcheckOptions, run_selfcheck

@@ -214,3 +214,18 @@ def test_facts_are_cited_from_docs_contracts_and_every_cited_section_exists():
         cited |= set(re.findall(r"contracts\.md#([\w-]+)", text))
     assert stale == [], "cite docs/contracts.md#<section>, a document inside the repository"
     assert cited and cited <= anchors, f"cited sections missing from docs/contracts.md: {cited - anchors}"
+
+
+def test_every_worker_variable_the_docs_name_exists():
+    """A variable renamed or dropped in config.py may not live on in a doc."""
+    text = (ROOT / "docs" / "configuration.md").read_text("utf-8")
+    known = set(config.VARIABLES) | set(_doc_table(text, "## Read by others"))
+    for name in list(known):  # "`SERVE_API_LOCALLY`, `RP_API_HOST`, ..." rows
+        known |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", name))
+    pattern = re.compile(r"\b(BEN2_WORKER_[A-Z0-9_]*[A-Z0-9]|BEN2_COMFY_[A-Z_]*[A-Z]|BUCKET_[A-Z_]*[A-Z])\b")
+    unknown = {}
+    for path in [*ROOT.glob("docs/*.md"), ROOT / "README.md"]:
+        names = set(pattern.findall(path.read_text("utf-8"))) - known
+        if names:
+            unknown[path.name] = sorted(names)
+    assert unknown == {}

@@ -14,6 +14,7 @@ through ``allow_custom_models`` because they differ from the pinned checksums.""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -540,10 +541,14 @@ def test_third_party_stand_ins_are_left_to_the_real_packs(comfy, tmp_path, monke
         monkeypatch.setitem(sys.modules, "nodes", fake_nodes)
         assert not {d.group: d for d in compat.decide({})}["pysssss/ComfyUI-Custom-Scripts"].register
 
-        monkeypatch.setenv("BEN2_COMFY_COMPAT_NODES", "always")
-        assert all(d.register for d in compat.decide({}))
-        monkeypatch.setenv("BEN2_COMFY_COMPAT_NODES", "never")
-        assert not any(d.register for d in compat.decide({}))
+        # BEN2_COMFY_COMPAT_NODES, read by config.py into the pack's settings
+        from ben2_worker.comfy_nodes import engines as pack_engines
+
+        configured = pack_engines.settings()
+        for value, register in (("always", all), ("NEVER", lambda d: not any(d))):
+            mode = Settings.from_env({"BEN2_COMFY_COMPAT_NODES": value}).comfy_compat_nodes
+            monkeypatch.setattr(pack_engines, "_settings", dataclasses.replace(configured, comfy_compat_nodes=mode))
+            assert register([d.register for d in compat.decide({})]), value
     finally:
         for pack in (kijai, disabled.parent, original):
             shutil.rmtree(pack)

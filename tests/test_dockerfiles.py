@@ -231,14 +231,15 @@ def test_fetcher_sees_only_the_model_store():
     copies = [a for i, a in stages(DOCKERFILE)["fetcher"]["body"] if i == "COPY"]
     sources = [s for a in copies for s in copy_sources(a)[0]]
     assert "src/" not in sources and all(not s.startswith("src/") or s in {
-        "src/ben2_worker/__init__.py", "src/ben2_worker/errors.py", "src/ben2_worker/models/"
+        "src/ben2_worker/__init__.py", "src/ben2_worker/errors.py", "src/ben2_worker/models/",
+        "src/ben2_worker/config.py", "src/ben2_worker/files.py",  # the settings (HF_*) and the atomic writer
     } for s in sources)
 
 
 def test_the_fetcher_subset_of_the_code_is_self_contained(tmp_path):
     pkg = tmp_path / "ben2_worker"
     shutil.copytree(ROOT / "src/ben2_worker/models", pkg / "models", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("__init__.py", "errors.py"):
+    for name in ("__init__.py", "errors.py", "config.py", "files.py"):
         shutil.copy(ROOT / "src/ben2_worker" / name, pkg / name)
     proc = run([sys.executable, "-c", "from ben2_worker.models.cli import models_app; models_app(prog_name='m')", "list", "--help"],
                env={**os.environ, "PYTHONPATH": str(tmp_path)}, cwd=str(tmp_path))

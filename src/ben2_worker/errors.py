@@ -8,6 +8,16 @@ class Ben2WorkerError(Exception):
     """Base class: the message is written for the person who has to fix it."""
 
 
+class ConfigError(Ben2WorkerError, ValueError):
+    """A setting (an environment variable) has a value the worker cannot use. Raised while the
+    settings are read, at start, never mid-job; ``variable`` names it, the message says the
+    value and what is allowed."""
+
+    def __init__(self, message: str, *, variable: str | None = None):
+        super().__init__(message)
+        self.variable = variable
+
+
 class InputError(Ben2WorkerError, ValueError):
     """Bad input from a caller; the worker keeps serving.
 

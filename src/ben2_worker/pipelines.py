@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .config import DEFAULT_SAFETY_TIMEOUT_S
 from .cutout import CutoutOptions, CutoutResult
 from .engines import Engines
 from .errors import EngineUnavailableError, InputError
@@ -68,7 +69,7 @@ def run_simple(engines: Engines, images: list[np.ndarray], options: CutoutOption
 
 @dataclass(frozen=True)
 class SafetyOptions:
-    """The full pipeline's checks, defaulting to the user's full workflow (contracts §1)."""
+    """The full pipeline's checks, defaulting to the user's full workflow (docs/contracts.md#the-users-workflows)."""
 
     nudenet_threshold: float = 0.6
     block_unsafe: bool = True
@@ -77,24 +78,9 @@ class SafetyOptions:
     caption_task: str = "more_detailed_caption"
     num_beams: int = 3
     max_new_tokens: int = 256
-    #: Seconds each check may take before it counts as failed (and so blocks).
-    stage_timeout_s: float = 120.0
-
-    @classmethod
-    def from_env(cls, env=None) -> "SafetyOptions":
-        import os
-
-        env = os.environ if env is None else env
-        raw = env.get("BEN2_WORKER_SAFETY_TIMEOUT", "").strip()
-        if not raw:
-            return cls()
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"BEN2_WORKER_SAFETY_TIMEOUT must be a number of seconds, got {raw!r}") from None
-        if value <= 0:
-            raise ValueError(f"BEN2_WORKER_SAFETY_TIMEOUT must be positive, got {raw}")
-        return cls(stage_timeout_s=value)
+    #: Seconds each check may take before it counts as failed (and so blocks);
+    #: the worker takes it from ``settings.safety_timeout_s`` (BEN2_WORKER_SAFETY_TIMEOUT).
+    stage_timeout_s: float = DEFAULT_SAFETY_TIMEOUT_S
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -23,20 +22,9 @@ from . import schemas
 
 log = logging.getLogger(__name__)
 
-DEFAULT_JOB_TIMEOUT_S = 300.0
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 ProgressFn = Callable[[str], None]
-
-
-def _job_timeout(env=os.environ) -> float:
-    raw = env.get("BEN2_WORKER_JOB_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_JOB_TIMEOUT_S
-    value = float(raw)
-    if value <= 0:
-        raise ValueError(f"BEN2_WORKER_JOB_TIMEOUT must be positive, got {raw}")
-    return value
 
 
 class JobProcessor:
@@ -58,10 +46,11 @@ class JobProcessor:
 
         self.engines = engines
         self._runner = runner
-        self.delivery = delivery or Delivery.from_env()
-        self.fetch_policy = fetch_policy or FetchPolicy.from_env()
-        self.job_timeout_s = job_timeout_s or _job_timeout()
-        self.safety = safety or SafetyOptions.from_env()
+        settings = engines.settings  # read once at start (config.py); nothing here reads the environment
+        self.delivery = delivery or Delivery.from_settings(settings)
+        self.fetch_policy = fetch_policy or FetchPolicy.from_settings(settings.urls)
+        self.job_timeout_s = job_timeout_s or settings.job_timeout_s
+        self.safety = safety or SafetyOptions(stage_timeout_s=settings.safety_timeout_s)
         self._progress = progress
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
 
@@ -260,9 +249,9 @@ def _error_response(exc: Ben2WorkerError) -> dict:
     return response
 
 
-def runpod_progress(job: dict, message: str) -> None:
-    """progress_update on RunPod; a log line elsewhere (the SDK's call needs the platform)."""
-    if os.environ.get("RUNPOD_POD_ID") or os.environ.get("RUNPOD_WEBHOOK_PING"):
+def runpod_progress(job: dict, message: str, *, on_platform: bool = False) -> None:
+    """progress_update on RunPod (``settings.runpod.on_platform``); a log line everywhere."""
+    if on_platform:
         import runpod
 
         runpod.serverless.progress_update(job, message)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import EngineUnavailableError, InputError
+from ..files import atomic_write
 from ..workflow import nodes as wf
 from ..workflow.spec import MISSING, NodeSpec
 from ..workflow.values import Florence2ModelRef
@@ -72,25 +72,6 @@ def _node_id(cls: type, unique_id: Any) -> str:
 
 def _ctx(**parts: Any) -> wf.RunContext:
     return wf.RunContext(engines=engines.engines_with(**parts), images={})
-
-
-def write_new_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file, all or nothing, never replacing an existing one. (Not
-    ``files.atomic_write``: it needs ``os.fchmod``, which Windows Pythons before 3.13 lack, and
-    ComfyUI desktop/portable installs are Windows with Python 3.12.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        tmp.write_bytes(data)
-        try:
-            os.link(tmp, path)  # fails if the name exists: no check-then-write race
-        except FileExistsError:
-            raise FileExistsError(f"{path} already exists; not replacing it") from None
-        except OSError:  # a file system without hard links
-            with open(path, "xb") as fh:
-                fh.write(data)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_interrupt() -> None:
@@ -274,7 +255,7 @@ class SaveImageNoMetadata(_Node):
             ctx.counters[name] = counter + i - 1  # ComfyUI's counter, one per image of the batch
             wf.run_save_no_metadata(ctx, node_id, value, filename_prefix=name)
             out = ctx.out_images[-1]
-            write_new_file(Path(folder) / out.filename, out.data)
+            atomic_write(Path(folder) / out.filename, out.data)  # never replaces a file
             results.append({"filename": out.filename, "subfolder": subfolder, "type": "output"})
         return {"ui": {"images": results}}
 

@@ -17,14 +17,11 @@ import logging
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ben2_worker.errors import EngineUnavailableError, InputError, ModelError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ben2_worker.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +172,6 @@ class Captioner:
         )
 
     # ------------------------------------------------------------------ construction helpers
-
-    @classmethod
-    def from_store(cls, settings: "Settings", **kw: Any) -> "Captioner":
-        """Load the manifest's ``florence2`` model from the settings' models folder, after the
-        store confirmed every file's sha256 (stamped, so later starts cost a stat per file).
-        Any :class:`ModelError` propagates: a missing or altered model is never replaced by
-        something else."""
-        from ben2_worker.engines import model_path
-
-        return cls(model_path(MODEL_NAME, settings), **kw)
 
     @staticmethod
     def _pick_device(torch: Any, requested: str) -> str:

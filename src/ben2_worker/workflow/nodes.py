@@ -1,5 +1,5 @@
 """The node types the runner executes, with the user's input names, widget order, defaults,
-ranges and choices (contracts §2), each a small adapter over the same engines the simple API
+ranges and choices (docs/contracts.md#the-users-nodes), each a small adapter over the same engines the simple API
 uses.
 
 Executors take ``(ctx, node_id, **inputs)`` and return a tuple matching ``RETURN_TYPES``.

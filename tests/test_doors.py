@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import subject_photo
 from PIL import Image
+from test_handler import SIMPLE_API, load, loadimage_name, png_b64
 from typer.testing import CliRunner
 
 from ben2_worker.api.delivery import Delivery
@@ -28,8 +29,6 @@ from ben2_worker.cli import app
 from ben2_worker.config import Settings
 from ben2_worker.engines import Engines, load_cutout_engine
 from ben2_worker.workflow import WorkflowRunner
-
-from test_handler import SIMPLE_API, load, loadimage_name, png_b64
 
 W, H = 1600, 1200  # > 1 MP: SmartResizeForModel really shrinks it, the matte is enlarged once
 #: The user's BEN2 node settings in their workflows, as task-API / CLI options.

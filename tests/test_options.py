@@ -8,13 +8,13 @@ from __future__ import annotations
 import click
 import pytest
 import typer
+from conftest import ROOT
 
 from ben2_worker import options
 from ben2_worker.api.schemas import OutputOptions, parse_simple_request
 from ben2_worker.cli import app
 from ben2_worker.errors import InputError
 from ben2_worker.workflow.nodes import NODE_TYPES
-from conftest import ROOT
 
 
 def _range(param) -> tuple:

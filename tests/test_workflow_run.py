@@ -22,7 +22,12 @@ from PIL import Image
 from ben2_worker.config import Settings
 from ben2_worker.cutout import CutoutOptions, MatteOptions
 from ben2_worker.engines import Engines, load_cutout_engine
-from ben2_worker.errors import BlockedError, EngineUnavailableError, InputError, NodeFailedError
+from ben2_worker.errors import (
+    BlockedError,
+    EngineUnavailableError,
+    InputError,
+    NodeFailedError,
+)
 from ben2_worker.imaging import encode_png
 from ben2_worker.workflow import (
     NODE_TYPES,

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 #: The pipelines a worker can serve (which models each needs: the model manifest's ``pipelines``).
 PIPELINES = ("simple", "full")
@@ -156,8 +157,9 @@ def pydantic_fields(door: str = "api") -> dict[str, tuple[Any, Any]]:
 def typer_options(door: str = "cli") -> Callable[[Callable], Callable]:
     """Decorator: a typer command gets one ``--option`` per declared option, replacing its
     ``**options`` parameter; the command receives them as keyword arguments."""
-    import typer
     from typing import Annotated, Optional
+
+    import typer
 
     def decorate(fn: Callable) -> Callable:
         import typing

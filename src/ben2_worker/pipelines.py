@@ -87,7 +87,7 @@ class SafetyOptions:
     stage_timeout_s: float = 120.0
 
     @classmethod
-    def from_env(cls, env=None) -> "SafetyOptions":
+    def from_env(cls, env=None) -> SafetyOptions:
         import os
 
         env = os.environ if env is None else env
@@ -103,7 +103,7 @@ class SafetyOptions:
         return cls(stage_timeout_s=value)
 
     @classmethod
-    def from_settings(cls, settings) -> "SafetyOptions":
+    def from_settings(cls, settings) -> SafetyOptions:
         """The defaults with the configured stage timeout (``settings.safety_timeout_s``)."""
         timeout = getattr(settings, "safety_timeout_s", None)
         return cls(stage_timeout_s=float(timeout)) if timeout else cls()

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 import os
+import time
 from pathlib import Path
 from typing import Any
 

@@ -21,7 +21,7 @@ class CropMargin:
     percent: bool = False
 
     @classmethod
-    def parse(cls, text: str | int | float) -> "CropMargin":
+    def parse(cls, text: str | float) -> CropMargin:
         raw = str(text).strip()
         try:
             if raw.endswith("%"):

@@ -34,7 +34,7 @@ class CutoutOptions:
     target_pixels: int = DEFAULT_TARGET_PIXELS  # working size of the matte options (SmartResize target)
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> "CutoutOptions":
+    def from_values(cls, values: Mapping[str, Any]) -> CutoutOptions:
         """From the declared output options (:mod:`ben2_worker.options`) as a door received
         them: the one mapping the task API and the CLI share."""
         return cls(

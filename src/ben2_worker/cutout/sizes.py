@@ -52,13 +52,18 @@ def smart_resize_size(
     return max(2, int(round(new_w / 2) * 2)), max(2, int(round(new_h / 2) * 2))
 
 
+def check_interpolation(interpolation: str) -> str:
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}",
+                         field="interpolation")
+    return interpolation
+
+
 def resize(pixels: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
     """Resize to (width, height): area averaging when shrinking (anti-aliased, like PIL's
     filters), ``interpolation`` (bilinear, bicubic, lanczos) when enlarging. cv2 is several
     times faster than PIL here. The one resizer of the package."""
-    if interpolation not in INTERPOLATIONS:
-        raise InputError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}",
-                         field="interpolation")
+    check_interpolation(interpolation)
     h, w = pixels.shape[:2]
     if (w, h) == tuple(size):
         return pixels

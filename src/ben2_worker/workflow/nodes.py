@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from ..cutout import INTERPOLATIONS, TARGET_PIXELS, CutoutOptions, MatteOptions, resize, smart_resize_size
+from ..cutout import (
+    INTERPOLATIONS,
+    TARGET_PIXELS,
+    CutoutOptions,
+    MatteOptions,
+    check_interpolation,
+    resize,
+    smart_resize_size,
+)
 from ..errors import EngineUnavailableError, InputError
 from ..imaging import decode_image, encode_image, parse_color
 from ..options import BACKGROUND_PRESETS, node_range
@@ -193,9 +201,12 @@ def run_smart_resize(ctx: RunContext, node_id: str, image: ImageValue, target_mo
     size = smart_resize_size(w, h, TARGET_PIXELS[target_model], resize_mode)
     if size == (w, h):
         return image, w, h
-    # Provenance: the resized copy remembers the full-resolution image it came from. The one
-    # resizer: the full pipeline's safety checks see these very pixels (cutout.working_copy).
-    return ImageValue(resize(image.pixels, size, interpolation), full=image), w, h
+    # Provenance: the resized copy remembers the full-resolution image it came from. It is made
+    # only when a node reads its pixels: BEN2 feeds the original to the model and needs only
+    # the size. The one resizer: the safety checks see these very pixels (cutout.working_copy).
+    check_interpolation(interpolation)  # refused now, not when the pixels are first read
+    return ImageValue(None, make=lambda: resize(image.pixels, size, interpolation),
+                      shape=(size[1], size[0], image.channels), full=image), w, h
 
 
 def run_restore_size(ctx: RunContext, node_id: str, image: ImageValue, original_width: int, original_height: int,

@@ -10,9 +10,10 @@ one; see docs/workflows.md."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class ImageValue:
     lazily (``make=``, ``shape=``): BEN2's working-size cut-out is only composed when a node
     reads it, not when RestoreOriginalSize goes straight to the full-resolution version."""
 
-    __slots__ = ("_pixels", "_make", "_shape", "full_size", "_full")
+    __slots__ = ("_full", "_make", "_pixels", "_shape", "full_size")
 
     def __init__(self, pixels: np.ndarray | None, *, full: FullSource = None, full_size: tuple[int, int] | None = None,
                  make: Callable[[], np.ndarray] | None = None, shape: tuple[int, int, int] | None = None):
@@ -89,7 +90,7 @@ class ImageValue:
             return self.pixels
         return np.ascontiguousarray(self.pixels[..., :3])
 
-    def full_resolution(self) -> "ImageValue | None":
+    def full_resolution(self) -> ImageValue | None:
         """The same content at ``full_size``, computed once on first call; None without provenance."""
         if self._full is None:
             return None
@@ -117,7 +118,7 @@ class MaskValue:
         self.values = a
 
     @classmethod
-    def from_uint8(cls, alpha: np.ndarray) -> "MaskValue":
+    def from_uint8(cls, alpha: np.ndarray) -> MaskValue:
         return cls(alpha.astype(np.float32) * np.float32(1 / 255))
 
     @property
@@ -148,7 +149,7 @@ class VerdictJSON(str):
 
     data: dict
 
-    def __new__(cls, data: dict, **dumps: Any) -> "VerdictJSON":
+    def __new__(cls, data: dict, **dumps: Any) -> VerdictJSON:
         text = super().__new__(cls, json.dumps(data, **dumps))
         text.data = data
         return text

@@ -9,8 +9,8 @@ converts back to exactly the same bytes.
 made from (attribute ``_ben2_images``), so SmartResizeForModel -> BEN2 -> RestoreOriginalSize
 gives the full-resolution cut-out exactly as the native runner does (docs/workflows.md). The
 values are only reused while the tensor was not written in place since (torch's ``_version``
-counter; a node that changed the tensor in place breaks the link, with no pixel comparison at
-each boundary); any other tensor — from another pack, a slice, a copy — is converted afresh and
+counter, or a sparse fingerprint for inference tensors, which keep no counter; no whole-array
+comparison at each boundary); any other tensor — from another pack, a slice, a copy — is converted afresh and
 runs literally.
 
 torch is imported inside the functions only: ComfyUI has it, and importing the pack never needs it."""
@@ -48,9 +48,19 @@ def images_in(tensor: Any, name: str = "image") -> list[ImageValue]:
 
 def _unchanged(tensor: Any, attached: tuple) -> bool:
     """Whether ``tensor`` still holds what it was made with: the same batch and no in-place
-    write since (torch counts those in ``_version``). No pixel comparison is needed."""
-    values, version = attached
-    return len(values) == tensor.shape[0] and getattr(tensor, "_version", None) == version
+    write since. No whole-array comparison at each node boundary (see :func:`_stamp`)."""
+    values, stamp = attached
+    return len(values) == tensor.shape[0] and _stamp(tensor) == stamp
+
+
+def _stamp(tensor: Any) -> tuple:
+    """torch's count of in-place writes; inference tensors (ComfyUI runs nodes under
+    ``torch.inference_mode()``) keep none, so there a fingerprint of every 7th pixel in each
+    direction (1/49 of the pixels) plus the storage address stands in for it."""
+    try:
+        return ("version", tensor._version)
+    except RuntimeError:
+        return ("sample", tensor.data_ptr(), float(tensor[:, ::7, ::7].double().sum()))
 
 
 def images_out(values: list[ImageValue]):
@@ -60,7 +70,7 @@ def images_out(values: list[ImageValue]):
     if len(shapes) != 1:
         raise InputError(f"images of one batch came out in different sizes {sorted(shapes)}; run them as separate batches")
     tensor = torch.from_numpy(np.stack([v.pixels for v in values])).to(torch.float32).div_(255.0)
-    setattr(tensor, ATTR, (tuple(values), tensor._version))
+    setattr(tensor, ATTR, (tuple(values), _stamp(tensor)))
     return tensor
 
 

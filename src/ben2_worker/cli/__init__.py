@@ -66,9 +66,9 @@ def remove(
     """Cut the background out of images; outputs keep the input's full resolution.
 
     The cut-out options are the task API's ``output`` options (docs/options.md)."""
+    from ..cutout import CutoutOptions
     from ..files import atomic_write, discover_inputs, output_path, read_input
     from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
-    from ..cutout import CutoutOptions
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -328,3 +328,14 @@ def test_response_size_check_boundaries():
     response_size_check(_payload_of_size(1000), limit_bytes=1000)
     with pytest.raises(DeliveryError, match=r"over RunPod's 0\.001 MB limit"):
         response_size_check(_payload_of_size(1001), limit_bytes=1000)
+
+
+@pytest.mark.parametrize("value", [
+    {"images": [{"filename": "a.png", "type": "base64", "data": "QUJD" * 1000, "width": 3000}], "timings": {"x": 1.5}},
+    {"text": ['quote " and backslash \\', "é ü 中文 🎉", "tab\tnew\nline", "\x7f"], 3: None, 2.5: True, None: [], "e": {}},
+    [], {}, "", 0, -1.25, None, False,
+])
+def test_json_size_is_the_length_of_the_json_text(value):
+    from ben2_worker.api.delivery import json_size
+
+    assert json_size(value) == len(json.dumps(value)) == len(json.dumps(value).encode("utf-8"))

@@ -23,6 +23,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from ben2_worker.api.safe_http import BadURL, Deadline, Exchange, FetchPolicy, TransferFailed, parse_url, resolve_checked
@@ -276,9 +277,25 @@ class Delivery:
         return {"filename": artifact.filename, "type": "s3_url", "data": url}
 
 
+def json_size(value: Any) -> int:
+    """``len(json.dumps(value))`` (ASCII, so also its size in bytes) without building the text:
+    a response's base64 images are counted by length instead of being copied into one string."""
+    if isinstance(value, str):
+        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return len(value) + 2
+        return len(json.dumps(value))
+    if isinstance(value, dict):
+        items = [(k if isinstance(k, str) else None, k, v) for k, v in value.items()]
+        keys = sum(json_size(s) if s is not None else len(json.dumps({k: 0})) - 5 for s, k, _ in items)
+        return 2 + keys + sum(2 + json_size(v) for _, _, v in items) + 2 * max(0, len(items) - 1)
+    if isinstance(value, (list, tuple)):
+        return 2 + sum(json_size(v) for v in value) + 2 * max(0, len(value) - 1)
+    return len(json.dumps(value))
+
+
 def response_size_check(payload: dict, limit_bytes: int = RUNSYNC_LIMIT_BYTES) -> None:
     """Raise ``DeliveryError`` when ``payload`` as JSON is larger than ``limit_bytes``."""
-    size = len(json.dumps(payload).encode("utf-8"))
+    size = json_size(payload)
     if size > limit_bytes:
         decimals = 1
         while round(size / 1e6, decimals) <= limit_bytes / 1e6 and decimals < 6:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
+from ..cutout import CutoutOptions, parse_background
 from ..engines import Engines
 from ..errors import Ben2WorkerError, InputError
 from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
@@ -50,7 +50,7 @@ class JobProcessor:
         self.delivery = delivery or Delivery.from_settings(settings)
         self.fetch_policy = fetch_policy or FetchPolicy.from_settings(settings.urls)
         self.job_timeout_s = job_timeout_s or settings.job_timeout_s
-        self.safety = safety or SafetyOptions(stage_timeout_s=settings.safety_timeout_s)
+        self.safety = safety or SafetyOptions.from_settings(settings)
         self._progress = progress
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
 
@@ -100,7 +100,7 @@ class JobProcessor:
     def _workflow_job(self, job_id: str, data: dict, progress: ProgressFn) -> dict:
         workflow, image_specs = schemas.parse_comfy_request(data)
         progress("validating workflow")
-        graph = self.runner.prepare(workflow)  # everything is checked before anything runs
+        plan = self.runner.prepare(workflow)  # everything is checked once, before anything runs
         images: dict[str, bytes] = {}
         problems = []
         for i, spec in enumerate(image_specs):
@@ -114,7 +114,7 @@ class JobProcessor:
         from ..workflow import ContentBlockedError
 
         try:
-            result = self.runner.run(graph, images, progress=progress)
+            result = self.runner.run(plan, images, progress=progress)
         except ContentBlockedError as exc:  # not a crash: the gate did its job
             progress("blocked by the safety gate")
             return {"status": "blocked", "images": [],
@@ -201,7 +201,7 @@ class JobProcessor:
             entry.update({"status": "allowed" if res.verdict is not None else "success", "width": w, "height": h})
             if result.crop_box is not None:
                 entry["crop_box"] = list(result.crop_box)
-            if request.output.mask:
+            if request.output.return_mask:
                 with t("encode"):
                     mask_png = encode_image(result.alpha, "png")
                 with t("deliver"):
@@ -228,17 +228,10 @@ def _put_field(request: schemas.SimpleRequest, index: int, name: str) -> str:
 
 def _cutout_options(output: schemas.OutputOptions) -> CutoutOptions:
     try:
-        background = parse_background(output.background)
+        parse_background(output.background)
     except InputError as exc:
         raise InputError(f"input.output.background: {exc}", field="output.background") from None
-    return CutoutOptions(
-        matte=MatteOptions(sensitivity=output.sensitivity, mask_blur=output.mask_blur, mask_offset=output.mask_offset),
-        background=background,
-        mask_only=output.mask_only,
-        crop=output.crop,
-        crop_margin=CropMargin.parse(output.crop_margin),
-        refine=output.refine,
-    )
+    return CutoutOptions.from_values(output.model_dump())
 
 
 def _error_response(exc: Ben2WorkerError) -> dict:

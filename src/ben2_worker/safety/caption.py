@@ -27,12 +27,27 @@ log = logging.getLogger(__name__)
 
 #: Caption task names (kijai's ``Florence2Run`` names) -> Florence-2 prompt tokens. All are
 #: "pure text" tasks: the answer is a string. ``caption()`` also accepts the tokens themselves.
-TASKS = {
+#: kijai's Florence2Run task names -> Florence-2 prompt tokens (the node's whole list: a workflow
+#: naming any of them validates; only :data:`TASKS` can run here).
+FLORENCE_TASKS = {
+    "region_caption": "<OD>",
+    "dense_region_caption": "<DENSE_REGION_CAPTION>",
+    "region_proposal": "<REGION_PROPOSAL>",
     "caption": "<CAPTION>",
     "detailed_caption": "<DETAILED_CAPTION>",
     "more_detailed_caption": "<MORE_DETAILED_CAPTION>",
+    "caption_to_phrase_grounding": "<CAPTION_TO_PHRASE_GROUNDING>",
+    "referring_expression_segmentation": "<REFERRING_EXPRESSION_SEGMENTATION>",
     "ocr": "<OCR>",
+    "ocr_with_region": "<OCR_WITH_REGION>",
+    "docvqa": "<DocVQA>",
+    "prompt_gen_tags": "<GENERATE_TAGS>",
+    "prompt_gen_mixed_caption": "<MIXED_CAPTION>",
+    "prompt_gen_analyze": "<ANALYZE>",
+    "prompt_gen_mixed_caption_plus": "<MIXED_CAPTION_PLUS>",
 }
+#: The tasks that answer with text only: the ones the captioner runs.
+TASKS = {name: FLORENCE_TASKS[name] for name in ("caption", "detailed_caption", "more_detailed_caption", "ocr")}
 DEVICES = ("auto", "cpu", "cuda")
 #: The loader widget's precisions (plus "auto" and the torch spellings).
 DTYPES = {"auto": "auto", "fp16": "fp16", "float16": "fp16", "half": "fp16", "bf16": "bf16", "bfloat16": "bf16",

@@ -159,6 +159,8 @@ def test_simple_api_defaults(worker):
     assert cut.shape == (900, 1200, 4) and entry["width"] == 1200 and entry["height"] == 900
     assert entry["filename"] == "s1.png"
     assert cut[350:550, 450:750, 3].min() == 255 and cut[:150, :, 3].max() == 0
+    # Every stage of the job is timed, the cut-out's own steps included (not only decode/encode).
+    assert {"decode", "resize", "inference", "matte", "encode", "deliver"} <= set(entry["timings"]), entry["timings"]
 
 
 @pytest.mark.parametrize(

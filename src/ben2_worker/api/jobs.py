@@ -173,7 +173,8 @@ class JobProcessor:
             full = run_full(self.engines, decoded, options, self.safety)
         else:
             progress(f"cutting out {len(decoded)} image(s)")
-            full = [FullResult(verdict=None, caption=None, cutout=r, timings=StageTimer())
+            # The cut-out's own stage timings (inference, matte, upscale, compose) travel with it.
+            full = [FullResult(verdict=None, caption=None, cutout=r, timings=r.timings)
                     for r in run_simple(self.engines, decoded, options)]
         progress("encoding and delivering")
         out = []

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..options import PIPELINES
+
 __all__ = ["COMMIT_RE", "PIPELINES", "SHA256_RE", "ModelFile", "ModelSpec", "load_manifest", "models_for_pipeline", "parse_manifest"]
 
-PIPELINES = ("simple", "full")
+#: Where a model comes from; which pipelines exist is declared once, in options.py.
 SOURCES = ("huggingface", "pypi")
 UNKNOWN_MARKER = "unknown"
 SHA256_RE = re.compile(r"[0-9a-f]{64}")

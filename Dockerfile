@@ -52,15 +52,16 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && PYTHON=/opt/build/bin/python CUDA_ARCHITECTURES="${CUDA_ARCHITECTURES}" /src/docker/build-llama-wheel.sh /wheels
 
 # ------------------------------------------------------------------------------------------------
-# fetcher: what downloads the models: the model store and its CLI, none of the rest of the code,
-# so editing the code never re-runs a download.
+# fetcher: what downloads the models: the model store and its CLI, with the settings module (the
+# HF_* variables) and the atomic writer they use; none of the rest of the code, so editing it
+# never re-runs a download.
 FROM os AS fetcher
 COPY requirements/lock.txt /src/requirements/lock.txt
 COPY pyproject.toml /src/pyproject.toml
 COPY docker/install-python-deps.sh docker/pyproject-deps.py docker/cuda12-pins.txt docker/fetch-models.sh /src/docker/
 RUN --mount=type=cache,target=/root/.cache/pip \
     PYTHON=python3.12 /src/docker/install-python-deps.sh fetcher /opt/fetch
-COPY src/ben2_worker/__init__.py src/ben2_worker/errors.py /opt/fetch-src/ben2_worker/
+COPY src/ben2_worker/__init__.py src/ben2_worker/errors.py src/ben2_worker/config.py src/ben2_worker/files.py src/ben2_worker/options.py /opt/fetch-src/ben2_worker/
 COPY src/ben2_worker/models/ /opt/fetch-src/ben2_worker/models/
 ENV PYTHONPATH=/opt/fetch-src PYTHON=/opt/fetch/bin/python
 # One stage (so one layer, fetched in parallel) per model. Optional: --build-arg

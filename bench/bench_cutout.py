@@ -8,7 +8,7 @@ nearly free, so the numbers isolate everything around the model: decode, resizes
 shaping, compositing and encoding. Per-stage medians are printed for each size, then the
 end-to-end time excluding inference and the ratio to the user's chain.
 
-The user's chain (contracts §1-2, simple workflow): LoadImage (PIL decode, float32 tensor) ->
+The user's chain (docs/contracts.md#the-users-workflows, simple workflow): LoadImage (PIL decode, float32 tensor) ->
 SmartResizeForModel (PIL Lanczos to ~1 MP) -> BEN2_ONNX_RemoveBg (PIL bilinear to 1024²,
 model, bilinear back, min-max, sensitivity 0.7, mask_offset -1 = one 3x3 min filter, putalpha)
 -> RestoreOriginalSize (PIL Lanczos of the RGBA cut-out back to full size) -> save as PNG at

@@ -37,13 +37,13 @@ def build_worker(models: Path):
 
     from ben2_worker.api.delivery import Delivery
     from ben2_worker.api.jobs import JobProcessor
-    from ben2_worker.config import Settings
+    from ben2_worker.config import BudgetSettings, Settings
     from ben2_worker.engines import Engines, load_cutout_engine
 
     build_models_dir(models)
-    kw = {"max_job_pixels": 12_000_000} if "max_job_pixels" in Settings.__dataclass_fields__ else {}
-    s = Settings(models_dir=models, allow_custom_models=True, threads=1, max_pixels=4_000_000, **kw)
-    return JobProcessor(Engines(cutout=load_cutout_engine(s), settings=s), delivery=Delivery.from_env({}), job_timeout_s=60)
+    s = Settings(models_dir=models, allow_custom_models=True, threads=1, max_pixels=4_000_000,
+                 budget=BudgetSettings(max_job_pixels=12_000_000))
+    return JobProcessor(Engines(cutout=load_cutout_engine(s), settings=s), delivery=Delivery(), job_timeout_s=60)
 
 
 def targets(worker) -> dict:

@@ -21,7 +21,7 @@ embedding), so after the final RMS norm that dimension is ~sqrt(n_embd) for ever
 and ``output.weight[:, 0]`` acts as a per-token logit bias. The other dimensions carry the
 random, context-dependent part.
 
-Pitfalls met (contracts.md section 5): GGUFWriter records numpy shapes reversed (numpy
+Pitfalls met (docs/contracts.md#llama): GGUFWriter records numpy shapes reversed (numpy
 ``(n_vocab, n_embd)`` is GGUF ``ne = [n_embd, n_vocab]``, which is what llama.cpp expects for
 ``token_embd``); a gpt2 tokenizer with no merges does not load; byte tokens are stored in the
 GPT-2 ``bytes_to_unicode`` alphabet, not as raw bytes.

@@ -21,6 +21,7 @@ pytest.importorskip("transformers", minversion="4.56")
 from florence_fixture import FIXED_CAPTION, IMAGE_SIZE, build_tiny_florence  # noqa: E402
 
 from ben2_worker.config import Settings  # noqa: E402
+from ben2_worker.engines import load_caption_engine  # noqa: E402
 from ben2_worker.errors import InputError, ModelError  # noqa: E402
 from ben2_worker.safety import caption as caption_mod  # noqa: E402
 from ben2_worker.safety.caption import FIX_COMMAND, TASKS, Captioner, torch_seed  # noqa: E402
@@ -213,13 +214,13 @@ def test_weights_missing_from_the_checkpoint_are_refused_not_randomised(random_d
     assert FIX_COMMAND in str(err.value)
 
 
-def test_from_store_reraises_the_stores_error(tmp_path):
+def test_engine_factory_reraises_the_stores_error(tmp_path):
     with pytest.raises(ModelError) as err:
-        Captioner.from_store(Settings(models_dir=tmp_path / "models"))
+        load_caption_engine(Settings(models_dir=tmp_path / "models"))
     assert FIX_COMMAND in str(err.value)
 
 
-def test_from_store_loads_what_the_store_verified(monkeypatch, fixed_dir, photo):
+def test_engine_factory_loads_what_the_store_verified(monkeypatch, fixed_dir, photo):
     from ben2_worker.models.store import ModelStore
 
     calls = []
@@ -229,7 +230,7 @@ def test_from_store_loads_what_the_store_verified(monkeypatch, fixed_dir, photo)
         return fixed_dir
 
     monkeypatch.setattr(ModelStore, "require", fake_require)
-    cap = Captioner.from_store(Settings(models_dir=Path("/srv/models")), dtype="fp32")
+    cap = load_caption_engine(Settings(models_dir=Path("/srv/models")), dtype="fp32")
     assert calls == [(Path("/srv/models"), "florence2", True)]
     assert cap.caption(photo) == FIXED_CAPTION
 

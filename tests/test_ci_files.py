@@ -253,21 +253,14 @@ def _env_from(entries: list[dict], overrides: dict | None = None) -> dict[str, s
 def _accepted_by_the_worker(env: dict[str, str]) -> None:
     """Every setting goes through the parser the worker uses at start-up (raises if refused)."""
     from ben2_worker.api.delivery import Delivery
-    from ben2_worker.api.jobs import _job_timeout
     from ben2_worker.config import Settings
-    from ben2_worker.pipelines import SafetyOptions, parse_pipelines
 
-    Settings.from_env(env)
-    _job_timeout(env)
-    SafetyOptions.from_env(env)
-    parse_pipelines(env.get("BEN2_WORKER_PIPELINES"))
-    Delivery.from_env(env)
+    Delivery.from_settings(Settings.from_env(env))
 
 
 def test_hub_env_defaults_and_presets_are_accepted_by_the_worker(hub):
-    from ben2_worker.api.jobs import DEFAULT_JOB_TIMEOUT_S
-    from ben2_worker.config import DEFAULT_MAX_PIXELS
-    from ben2_worker.pipelines import SafetyOptions, parse_pipelines
+    from ben2_worker.config import DEFAULT_JOB_TIMEOUT_S, DEFAULT_MAX_PIXELS, Settings
+    from ben2_worker.pipelines import SafetyOptions
 
     entries = hub["config"]["env"]
     keys = [e["key"] for e in entries]
@@ -295,7 +288,7 @@ def test_hub_env_defaults_and_presets_are_accepted_by_the_worker(hub):
         assert set(preset["defaults"]) <= set(keys), preset["name"]
         env = _env_from(entries, preset["defaults"])
         _accepted_by_the_worker(env)
-        served.add(parse_pipelines(env["BEN2_WORKER_PIPELINES"]))
+        served.add(Settings.from_env(env).pipelines)
     assert served == {("simple",), ("simple", "full")}
 
 
@@ -349,7 +342,7 @@ def worker(models_dir):
     from ben2_worker.engines import Engines, load_cutout_engine
 
     settings = Settings(models_dir=models_dir, allow_custom_models=True, threads=1)
-    return JobProcessor(Engines(cutout=load_cutout_engine(settings), settings=settings), delivery=Delivery.from_env({}))
+    return JobProcessor(Engines(cutout=load_cutout_engine(settings), settings=settings), delivery=Delivery())
 
 
 def test_tests_json_simple_requests_run_through_our_handler(hub_tests, worker):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ben2_worker.engines import load_classifier_engine
 from ben2_worker.errors import ModelCorruptError, ModelError, ModelMissingError
 from ben2_worker.safety import policy
 from ben2_worker.safety.policy import (
@@ -439,20 +440,19 @@ def test_corrupt_gguf_is_a_model_error_naming_the_file(llama_cpp, tiny_gguf, tmp
     assert str(path) in str(info.value) and "ben2-worker models download llama" in str(info.value)
 
 
-def test_from_store_requires_the_manifest_model(llama_cpp, tiny_gguf, tmp_path):
+def test_engine_factory_requires_the_manifest_model(llama_cpp, tiny_gguf, tmp_path):
     from ben2_worker.config import Settings
-    from ben2_worker.safety.classifier import SafetyClassifier
 
     with pytest.raises(ModelError) as info:
-        SafetyClassifier.from_store(Settings(models_dir=tmp_path))
+        load_classifier_engine(Settings(models_dir=tmp_path))
     assert "llama" in str(info.value)
 
     dest = tmp_path / "llm" / "Meta-Llama-3.1-8B-Instruct-Q5_K_M.gguf"
     dest.parent.mkdir(parents=True)
     dest.write_bytes(tiny_gguf.read_bytes())
     with pytest.raises(ModelCorruptError):  # not the pinned checksum: refused, no fallback
-        SafetyClassifier.from_store(Settings(models_dir=tmp_path))
-    clf = SafetyClassifier.from_store(Settings(models_dir=tmp_path, allow_custom_models=True, threads=1))
+        load_classifier_engine(Settings(models_dir=tmp_path))
+    clf = load_classifier_engine(Settings(models_dir=tmp_path, allow_custom_models=True, threads=1))
     try:
         _assert_valid(clf.classify(CAPTIONS[0]), DEFAULT_DOMAINS)
     finally:

@@ -129,7 +129,8 @@ def test_failed_encode_leaves_nothing_half_written(env, tmp_path, monkeypatch):
         (["--format", "jpg"], "img.jpg", "RGB", "white"),  # JPEG has no alpha: white by default
         (["--background", "#00FF00"], "img.png", "RGB", "green"),
         (["--background", "blue"], "img.png", "RGB", "blue"),
-        (["--mask"], "img-mask.png", "L", None),
+        (["--mask"], "img-mask.png", "L", None),  # the old name of --mask-only
+        (["--mask-only"], "img-mask.png", "L", None),
         (["--crop", "--crop-margin", "10"], "img.png", "RGBA", "crop"),
         (["--refine"], "img.png", "RGBA", None),
         (["--sensitivity", "0.7", "--mask-offset", "-1", "--mask-blur", "2"], "img.png", "RGBA", None),
@@ -153,6 +154,17 @@ def test_output_options(env, tmp_path, args, name, mode, check):
         assert produced.size == (320 + 20, 240 + 20)
     if mode == "L":
         assert arr[240, 320] == 255 and arr[5, 5] == 0
+
+
+def test_return_mask_writes_the_matte_beside_the_cutout(env, tmp_path):
+    """The task API's return_mask, at the CLI: the cut-out and its matte."""
+    src = tmp_path / "img.png"
+    Image.fromarray(subject_photo(640, 480)).save(src)
+    out = tmp_path / "out"
+    assert invoke("remove", str(src), "-o", str(out), "--return-mask").exit_code == 0
+    cut, matte = np.asarray(Image.open(out / "img.png")), np.asarray(Image.open(out / "img-mask.png"))
+    assert cut.shape == (480, 640, 4) and matte.shape == (480, 640)
+    assert np.array_equal(cut[..., 3], matte)
 
 
 def test_missing_model_says_how_to_fix(tmp_path, monkeypatch):

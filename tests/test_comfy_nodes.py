@@ -14,6 +14,7 @@ through ``allow_custom_models`` because they differ from the pinned checksums.""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -124,9 +125,10 @@ class PreviewImage:
         return {"ui": {"images": [{"filename": "preview.png", "subfolder": "", "type": "temp"}]}}
 
 
-def execute(prompt: dict, classes: dict) -> dict:
+def execute(prompt: dict, classes: dict, extra_pnginfo: dict | None = None) -> dict:
     """ComfyUI's execution, reduced: every node an output node needs runs once, its inputs
-    first, under torch.inference_mode(); hidden ``unique_id`` passed where declared; an output
+    first, under torch.inference_mode(); hidden ``unique_id`` / ``extra_pnginfo`` passed where
+    declared; a node with ``INPUT_IS_LIST`` gets every input as a list; an output
     ``{"ui", "result"}`` dict split as ComfyUI does. Returns node id -> (outputs, ui)."""
     done: dict[str, tuple] = {}
 
@@ -135,8 +137,13 @@ def execute(prompt: dict, classes: dict) -> dict:
             node = prompt[node_id]
             cls = classes[node["class_type"]]
             kwargs = {name: run(v[0])[v[1]] if isinstance(v, list) else v for name, v in node["inputs"].items()}
-            if "unique_id" in cls.INPUT_TYPES().get("hidden", {}):
+            hidden = cls.INPUT_TYPES().get("hidden", {})
+            if "unique_id" in hidden:
                 kwargs["unique_id"] = node_id
+            if "extra_pnginfo" in hidden:
+                kwargs["extra_pnginfo"] = extra_pnginfo
+            if getattr(cls, "INPUT_IS_LIST", False):
+                kwargs = {k: v if isinstance(v, list) and k not in hidden else [v] for k, v in kwargs.items()}
             out = getattr(cls(), cls.FUNCTION)(**kwargs)
             ui = None
             if isinstance(out, dict):
@@ -247,7 +254,10 @@ def test_input_and_return_types_are_the_native_runners_specs(comfy, name):
     cls, spec = mappings[name], NODE_TYPES[name]
     assert cls.SPEC is spec
     types = cls.INPUT_TYPES()
-    assert types.pop("hidden") == {"unique_id": "UNIQUE_ID"}
+    hidden = {"unique_id": "UNIQUE_ID"}
+    if name == "ShowText|pysssss":  # pysssss' node also takes the saved workflow (extra_pnginfo)
+        hidden["extra_pnginfo"] = "EXTRA_PNGINFO"
+    assert types.pop("hidden") == hidden
     expected = spec.input_types()
     for inp in spec.inputs:
         if inp.dynamic:  # e.g. Florence2ModelLoader.model lists the folders in models/LLM
@@ -490,6 +500,7 @@ def test_users_full_workflow_runs_through_the_node_classes(comfy):
 
     assert done["8"][0][2] == CAPTION  # Florence2Run's caption
     assert done["14"][1] == {"text": [CAPTION]}  # ShowText's ui text
+    assert done["14"][0] == ([CAPTION],)  # OUTPUT_IS_LIST: a list of texts, as pysssss' node
     assert json.loads(done["25"][0][0])["classification"] == SAFE["classification"]
     assert json.loads(done["26"][0][0])["is_nsfw"] is False
     assert done["27"][0][1].startswith("ALLOWED")
@@ -540,10 +551,89 @@ def test_third_party_stand_ins_are_left_to_the_real_packs(comfy, tmp_path, monke
         monkeypatch.setitem(sys.modules, "nodes", fake_nodes)
         assert not {d.group: d for d in compat.decide({})}["pysssss/ComfyUI-Custom-Scripts"].register
 
-        monkeypatch.setenv("BEN2_COMFY_COMPAT_NODES", "always")
-        assert all(d.register for d in compat.decide({}))
-        monkeypatch.setenv("BEN2_COMFY_COMPAT_NODES", "never")
-        assert not any(d.register for d in compat.decide({}))
+        # BEN2_COMFY_COMPAT_NODES, read by config.py into the pack's settings
+        from ben2_worker.comfy_nodes import engines as pack_engines
+
+        configured = pack_engines.settings()
+        for value, register in (("always", all), ("NEVER", lambda d: not any(d))):
+            mode = Settings.from_env({"BEN2_COMFY_COMPAT_NODES": value}).comfy_compat_nodes
+            monkeypatch.setattr(pack_engines, "_settings", dataclasses.replace(configured, comfy_compat_nodes=mode))
+            assert register([d.register for d in compat.decide({})]), value
     finally:
         for pack in (kijai, disabled.parent, original):
             shutil.rmtree(pack)
+
+
+# --------------------------------------------------------------------------- node-pack mends
+
+
+def test_show_text_stand_in_has_pysssss_list_semantics(comfy):
+    _, mappings, _, _ = comfy
+    cls = mappings["ShowText|pysssss"]
+    assert cls.INPUT_IS_LIST is True and cls.OUTPUT_IS_LIST == (True,)
+    assert cls.INPUT_TYPES()["hidden"] == {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"}
+    workflow = {"nodes": [{"id": 14, "type": "ShowText|pysssss", "widgets_values": []}]}
+    out = cls().run(text=["first", "second"], unique_id=["14"], extra_pnginfo=[{"workflow": workflow}])
+    assert out == {"ui": {"text": ["first", "second"]}, "result": (["first", "second"],)}
+    assert workflow["nodes"][0]["widgets_values"] == [["first", "second"]]  # saved with the image's workflow
+
+
+def test_is_changed_follows_the_model_files(comfy):
+    """A replaced classifier model file must re-run the node, not serve the cached verdict."""
+    _, mappings, folder_paths, _ = comfy
+    llm = Path(folder_paths.models_dir) / "llm"
+    llm.mkdir(exist_ok=True)
+    model = llm / "probe.gguf"
+    model.write_bytes(b"GGUF one")
+    cls = mappings["MultiDomainSafetyClassifier"]
+    first = cls.IS_CHANGED(caption="x", model_path="C:/anywhere/probe.gguf")
+    assert first == cls.IS_CHANGED(caption="y", model_path="probe.gguf")  # same file, same stamp
+    model.write_bytes(b"GGUF two, longer")  # replaced
+    assert cls.IS_CHANGED(caption="x", model_path="probe.gguf") != first
+    ben2 = mappings["BEN2_ONNX_RemoveBg"]
+    assert ben2.IS_CHANGED(provider="CPU") == ben2.IS_CHANGED(provider="CPU") != ""
+    missing = cls.IS_CHANGED(caption="x", model_path="absent.gguf")
+    assert missing != cls.IS_CHANGED(caption="x", model_path="absent.gguf")  # never cached while missing
+    assert mappings["SmartResizeForModel"].IS_CHANGED(image=None) == ""  # no model: cache by inputs as usual
+    model.unlink()
+
+
+def test_gate_status_says_what_block_unsafe_false_let_through(comfy):
+    _, mappings, _, _ = comfy
+    unsafe = {**SAFE, "classification": {**SAFE["classification"], "violence": "UNSAFE"}}
+    clean = {"is_nsfw": False, "max_score": 0.1, "threshold": 0.6, "detections": [], "all_detections_count": 0}
+    image = torch.zeros((1, 8, 8, 3))
+    _, status = mappings["HybridSafetyGate"]().run(image=image, nudenet_json=json.dumps(clean),
+                                                   multidomain_json=json.dumps(unsafe), block_unsafe=False)
+    assert status == "ALLOWED with flagged content let through: classifier violence=UNSAFE (block_unsafe=false)"
+    assert "all checks passed" not in status
+
+
+def test_the_node_pack_gives_the_task_apis_alpha(comfy):
+    """One photo and the user's BEN2 settings (sensitivity 0.7, offset -1) through the node pack
+    and through the task API on the same model: byte-identical alpha (see test_doors)."""
+    import base64
+
+    from ben2_worker.api.delivery import Delivery
+    from ben2_worker.api.jobs import JobProcessor
+    from ben2_worker.engines import load_cutout_engine
+
+    pack, mappings, folder_paths, mm = comfy
+    photo = subject_photo(W, H, box=(0.2, 0.3, 0.7, 0.8))
+    LoadImage.uploads = {"photo.png": photo}
+    PreviewImage.received = []
+    ui = _simple_prompt("photo.png")
+    next(n for n in ui["nodes"] if n["type"] == "SaveImageNoMetadata")["mode"] = 4  # bypassed, as in their file
+    execute(ui_to_api(ui), {**mappings, "LoadImage": LoadImage, "PreviewImage": PreviewImage})
+    (image,) = PreviewImage.received
+    pack_alpha = as_uint8(image[0])[..., 3]
+
+    settings = Settings(models_dir=Path(folder_paths.models_dir), allow_custom_models=True, threads=1)
+    worker = JobProcessor(Engines(cutout=load_cutout_engine(settings), settings=settings), delivery=Delivery())
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG")
+    options = {"sensitivity": 0.7, "mask_blur": 0, "mask_offset": -1, "background": "none"}
+    answer = worker({"id": "api", "input": {"image": base64.b64encode(buf.getvalue()).decode(), "output": options}})
+    api_alpha = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["images"][0]["data"]))))[..., 3]
+    assert 0 < int((api_alpha == 255).sum()) < W * H
+    assert np.array_equal(pack_alpha, api_alpha)

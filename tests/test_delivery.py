@@ -26,7 +26,13 @@ from ben2_worker.api.delivery import (
     split_bucket_endpoint,
 )
 from ben2_worker.api.safe_http import FetchPolicy, fetch_url
-from ben2_worker.errors import Ben2WorkerError, InputError
+from ben2_worker.config import Settings
+from ben2_worker.errors import Ben2WorkerError, ConfigError, InputError
+
+
+def delivery_from_env(env: dict) -> Delivery:
+    """Delivery as the worker builds it: the settings config.py reads from ``env``."""
+    return Delivery.from_settings(Settings.from_env(env))
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -109,7 +115,7 @@ def put_server(code: int = 200, delay: float = 0.0, body: str = ""):
 
 def test_s3_upload_then_presigned_get_returns_the_bytes(s3_server):
     endpoint, client = s3_server
-    delivery = Delivery.from_env({"BUCKET_ENDPOINT_URL": f"{endpoint}/outputs", **KEYS})
+    delivery = delivery_from_env({"BUCKET_ENDPOINT_URL": f"{endpoint}/outputs", **KEYS})
     assert delivery.uses_upload
     assert delivery.s3 == S3Config(endpoint, "outputs", "test-key", "test-secret", "us-east-1")
 
@@ -135,7 +141,7 @@ def test_s3_upload_then_presigned_get_returns_the_bytes(s3_server):
 
 def test_s3_bucket_name_and_region_from_env_and_fresh_keys(s3_server):
     endpoint, client = s3_server
-    delivery = Delivery.from_env(
+    delivery = delivery_from_env(
         {"BUCKET_ENDPOINT_URL": endpoint, "BUCKET_NAME": "outputs", "BUCKET_REGION": "eu-west-1", **KEYS}
     )
     first = delivery.deliver("job-2", Artifact("a.webp", b"RIFFwebp", "image/webp"))
@@ -149,14 +155,14 @@ def test_s3_bucket_name_and_region_from_env_and_fresh_keys(s3_server):
 
 def test_s3_job_id_cannot_escape_its_prefix(s3_server):
     endpoint, _ = s3_server
-    delivery = Delivery.from_env({"BUCKET_ENDPOINT_URL": f"{endpoint}/outputs/", **KEYS})
+    delivery = delivery_from_env({"BUCKET_ENDPOINT_URL": f"{endpoint}/outputs/", **KEYS})
     key = _key_of(delivery.deliver("../x/y z", ARTIFACT)["data"])
     assert re.fullmatch(r"\.\._x_y_z/[0-9a-f]{8}\.png", key)
 
 
 def test_s3_missing_bucket_names_endpoint_bucket_and_code(s3_server):
     endpoint, _ = s3_server
-    delivery = Delivery.from_env({"BUCKET_ENDPOINT_URL": f"{endpoint}/no-such-bucket", **KEYS})
+    delivery = delivery_from_env({"BUCKET_ENDPOINT_URL": f"{endpoint}/no-such-bucket", **KEYS})
     with pytest.raises(DeliveryError) as caught:
         delivery.deliver("job-3", ARTIFACT)
     message = str(caught.value)
@@ -169,7 +175,7 @@ def test_s3_unreachable_endpoint():
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    delivery = Delivery.from_env({"BUCKET_ENDPOINT_URL": f"http://127.0.0.1:{port}/outputs", **KEYS})
+    delivery = delivery_from_env({"BUCKET_ENDPOINT_URL": f"http://127.0.0.1:{port}/outputs", **KEYS})
     with pytest.raises(DeliveryError) as caught:
         delivery.deliver("job-4", ARTIFACT)
     message = str(caught.value)
@@ -180,7 +186,7 @@ def test_s3_unreachable_endpoint():
 
 
 def test_no_bucket_endpoint_means_base64():
-    delivery = Delivery.from_env({})
+    delivery = delivery_from_env({})
     assert not delivery.uses_upload
     entry = delivery.deliver("job", ARTIFACT)
     assert entry == {"filename": "cutout.png", "type": "base64", "data": base64.b64encode(PNG).decode()}
@@ -199,9 +205,9 @@ def test_no_bucket_endpoint_means_base64():
     ],
 )
 def test_bad_s3_settings_fail_at_startup(env, expected):
-    with pytest.raises(DeliveryError) as caught:
-        Delivery.from_env(env)
-    assert expected in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        delivery_from_env(env)
+    assert expected in str(caught.value) and caught.value.variable.startswith("BUCKET_")
 
 
 @pytest.mark.parametrize(
@@ -221,7 +227,7 @@ def test_split_bucket_endpoint(endpoint, expected):
 
 
 def test_aws_virtual_host_endpoint_and_secret_not_in_repr():
-    delivery = Delivery.from_env({"BUCKET_ENDPOINT_URL": "https://photos.s3.eu-west-1.amazonaws.com", **KEYS})
+    delivery = delivery_from_env({"BUCKET_ENDPOINT_URL": "https://photos.s3.eu-west-1.amazonaws.com", **KEYS})
     assert delivery.s3 == S3Config("https://s3.eu-west-1.amazonaws.com", "photos", "test-key", "test-secret", "eu-west-1")
     assert "test-secret" not in repr(delivery)
 
@@ -230,7 +236,7 @@ def test_aws_virtual_host_endpoint_and_secret_not_in_repr():
 
 
 def test_put_url_uploads_bytes_and_returns_url_without_query():
-    delivery = Delivery.from_env(LOOPBACK_OK)
+    delivery = delivery_from_env(LOOPBACK_OK)
     with put_server() as server:
         entry = delivery.deliver("job", ARTIFACT, put_url=server.base + "/up/cutout.png?X-Amz-Signature=secret&x=1")
     assert entry == {"filename": "cutout.png", "type": "put_url", "data": server.base + "/up/cutout.png"}
@@ -244,7 +250,7 @@ def test_put_url_uploads_bytes_and_returns_url_without_query():
 def test_put_url_wins_over_s3_and_works_with_a_presigned_s3_put(s3_server):
     endpoint, client = s3_server
     env = {"BUCKET_ENDPOINT_URL": f"{endpoint}/outputs", **KEYS, **LOOPBACK_OK}
-    delivery = Delivery.from_env(env)
+    delivery = delivery_from_env(env)
     presigned = client.generate_presigned_url(
         "put_object", Params={"Bucket": "outputs", "Key": "client/chosen.png"}, ExpiresIn=600
     )
@@ -255,7 +261,7 @@ def test_put_url_wins_over_s3_and_works_with_a_presigned_s3_put(s3_server):
 
 @pytest.mark.parametrize("code", [403, 500, 307])
 def test_put_error_status_names_host_and_status(code):
-    delivery = Delivery.from_env(LOOPBACK_OK)
+    delivery = delivery_from_env(LOOPBACK_OK)
     body = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>" if code == 403 else ""
     with put_server(code, body=body) as server:
         with pytest.raises(DeliveryError) as caught:
@@ -269,7 +275,7 @@ def test_put_error_status_names_host_and_status(code):
 
 
 def test_put_timeout():
-    delivery = Delivery.from_env({**LOOPBACK_OK, "BEN2_WORKER_PUT_TIMEOUT": "0.3"})
+    delivery = delivery_from_env({**LOOPBACK_OK, "BEN2_WORKER_PUT_TIMEOUT": "0.3"})
     with put_server(delay=2.0) as server:
         started = time.monotonic()
         with pytest.raises(DeliveryError, match=r"took longer than the 0\.3 s limit"):
@@ -289,14 +295,14 @@ def test_put_timeout():
 )
 def test_put_url_goes_through_the_ssrf_policy(url, expected):
     with pytest.raises(InputError) as caught:
-        Delivery.from_env({}).deliver("job", ARTIFACT, put_url=url, field="output.put_url")
+        delivery_from_env({}).deliver("job", ARTIFACT, put_url=url, field="output.put_url")
     assert caught.value.field == "output.put_url"
     assert str(caught.value).startswith("output URL refused: ") and expected in str(caught.value)
 
 
 def test_put_timeout_setting_is_validated():
-    with pytest.raises(ValueError, match="BEN2_WORKER_PUT_TIMEOUT"):
-        Delivery.from_env({"BEN2_WORKER_PUT_TIMEOUT": "soon"})
+    with pytest.raises(ConfigError, match="BEN2_WORKER_PUT_TIMEOUT='soon' is not allowed: a positive number of seconds"):
+        delivery_from_env({"BEN2_WORKER_PUT_TIMEOUT": "soon"})
 
 
 # -- the 20 MB /runsync rule ----------------------------------------------------------------------
@@ -322,3 +328,14 @@ def test_response_size_check_boundaries():
     response_size_check(_payload_of_size(1000), limit_bytes=1000)
     with pytest.raises(DeliveryError, match=r"over RunPod's 0\.001 MB limit"):
         response_size_check(_payload_of_size(1001), limit_bytes=1000)
+
+
+@pytest.mark.parametrize("value", [
+    {"images": [{"filename": "a.png", "type": "base64", "data": "QUJD" * 1000, "width": 3000}], "timings": {"x": 1.5}},
+    {"text": ['quote " and backslash \\', "é ü 中文 🎉", "tab\tnew\nline", "\x7f"], 3: None, 2.5: True, None: [], "e": {}},
+    [], {}, "", 0, -1.25, None, False,
+])
+def test_json_size_is_the_length_of_the_json_text(value):
+    from ben2_worker.api.delivery import json_size
+
+    assert json_size(value) == len(json.dumps(value)) == len(json.dumps(value).encode("utf-8"))

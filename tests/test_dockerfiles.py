@@ -227,18 +227,25 @@ def test_one_layer_per_model_before_any_code(target, models):
         assert all_stages[f"model-{model}"]["base"] == "fetcher"
 
 
-def test_fetcher_sees_only_the_model_store():
-    copies = [a for i, a in stages(DOCKERFILE)["fetcher"]["body"] if i == "COPY"]
-    sources = [s for a in copies for s in copy_sources(a)[0]]
-    assert "src/" not in sources and all(not s.startswith("src/") or s in {
-        "src/ben2_worker/__init__.py", "src/ben2_worker/errors.py", "src/ben2_worker/models/"
-    } for s in sources)
+#: What the fetcher stages may copy of the code: the model store and what it imports.
+FETCHER_CODE = ("__init__.py", "errors.py", "config.py", "files.py", "options.py")  # settings (HF_*), the writer, pipeline names
+
+
+def fetcher_sources(dockerfile: Path) -> list[str]:
+    copies = [a for i, a in stages(dockerfile)["fetcher"]["body"] if i == "COPY"]
+    return [s for a in copies for s in copy_sources(a)[0] if s.startswith("src/")]
+
+
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, COMFY_DOCKERFILE], ids=lambda p: p.name)
+def test_fetcher_sees_only_the_model_store(dockerfile):
+    allowed = {f"src/ben2_worker/{name}" for name in FETCHER_CODE} | {"src/ben2_worker/models/"}
+    assert set(fetcher_sources(dockerfile)) == allowed
 
 
 def test_the_fetcher_subset_of_the_code_is_self_contained(tmp_path):
     pkg = tmp_path / "ben2_worker"
     shutil.copytree(ROOT / "src/ben2_worker/models", pkg / "models", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("__init__.py", "errors.py"):
+    for name in FETCHER_CODE:
         shutil.copy(ROOT / "src/ben2_worker" / name, pkg / name)
     proc = run([sys.executable, "-c", "from ben2_worker.models.cli import models_app; models_app(prog_name='m')", "list", "--help"],
                env={**os.environ, "PYTHONPATH": str(tmp_path)}, cwd=str(tmp_path))

@@ -100,9 +100,9 @@ def test_broken_ben2_model_stops_a_worker_that_must_serve_it(models_dir, tmp_pat
     # Without BEN2_WORKER_PIPELINES it starts, serves nothing, and says so per job.
     engines = build_engines(settings_for(models), pipelines=None)
     assert engines.cutout is None
-    out = JobProcessor(engines, delivery=Delivery.from_env({}))(simple_job())
+    out = JobProcessor(engines, delivery=Delivery())(simple_job())
     assert "pipeline 'simple' is not served" in out["error"], out
-    out = JobProcessor(engines, delivery=Delivery.from_env({}))(comfy_job())
+    out = JobProcessor(engines, delivery=Delivery())(comfy_job())
     assert "not available in this worker" in out["error"] and not out.get("images"), out
 
 
@@ -151,12 +151,12 @@ def faulty(engines: Engines, **fault) -> tuple[Engines, FaultyModel]:
                                  MemoryError(), ModelError("BEN2 session lost")], ids=["ort-runtime", "memory", "model"])
 def test_ben2_failing_at_run_time_is_reported_and_the_next_job_served(engines, job, exc):
     broken, model = faulty(engines, raise_=exc)
-    worker = JobProcessor(broken, delivery=Delivery.from_env({}), job_timeout_s=30)
+    worker = JobProcessor(broken, delivery=Delivery(), job_timeout_s=30)
     out = worker(job())
     assert model.entered.is_set()
     assert "error" in out and not out.get("images"), out
     assert type(exc).__name__ in out["error"] or str(exc) in out["error"], out
-    serves(JobProcessor(engines, delivery=Delivery.from_env({})))
+    serves(JobProcessor(engines, delivery=Delivery()))
 
 
 @pytest.mark.parametrize("job", [simple_job, comfy_job], ids=["simple", "comfy"])
@@ -165,7 +165,7 @@ def test_a_stage_that_never_returns_recycles_the_worker(engines, job):
     cannot be killed from Python), and the same processor serves the next job meanwhile."""
     release = threading.Event()
     broken, model = faulty(engines, block=release)
-    worker = JobProcessor(broken, delivery=Delivery.from_env({}), job_timeout_s=1.5)
+    worker = JobProcessor(broken, delivery=Delivery(), job_timeout_s=1.5)
     try:
         started = time.monotonic()
         out = worker(job())
@@ -328,7 +328,7 @@ def test_presigned_put_that_stalls_or_refuses(engines):
         port = probe.getsockname()[1]
     out = worker(simple_job(put_url=f"http://127.0.0.1:{port}/o.png"))
     assert "refused the connection" in out["error"], out
-    serves(JobProcessor(engines, delivery=Delivery.from_env({})))
+    serves(JobProcessor(engines, delivery=Delivery()))
 
 
 # ---------------------------------------------------------------------------- safety stage that never returns
@@ -354,10 +354,10 @@ def test_safety_stage_that_never_returns_blocks_and_recycles(tmp_path_factory):
     photo = subject_photo(320, 240)
     job = {"id": "never", "input": {"image": base64.b64encode(encode_image(photo, "png")).decode(), "pipeline": "full"}}
     try:
-        out = JobProcessor(broken, delivery=Delivery.from_env({}), safety=SafetyOptions(stage_timeout_s=1.0))(job)
+        out = JobProcessor(broken, delivery=Delivery(), safety=SafetyOptions(stage_timeout_s=1.0))(job)
         assert out["refresh_worker"] is True and out["images"][0]["status"] == "blocked", out
         assert "data" not in out["images"][0]
-        ok = JobProcessor(engines, delivery=Delivery.from_env({}))(job)
+        ok = JobProcessor(engines, delivery=Delivery())(job)
         assert ok["images"][0]["status"] == "allowed", ok
     finally:
         release.set()

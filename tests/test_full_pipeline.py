@@ -1,6 +1,6 @@
 """The full pipeline end to end, fail closed: the user's full workflow (UI and API format) and the
 simple API's ``"pipeline": "full"``, in process and over real HTTP, with every engine loaded
-through the REAL loading path (``handler.build_engines``) from a models folder in the product
+through the REAL loading path (``engines.build_engines``) from a models folder in the product
 layout holding test models:
 
 * BEN2: the stand-in (tests/standin_models.py; matte = where the red channel is bright);
@@ -48,7 +48,7 @@ from ben2_worker.api.jobs import JobProcessor  # noqa: E402
 from ben2_worker.config import Settings  # noqa: E402
 from ben2_worker.cutout import CutoutOptions, MatteOptions  # noqa: E402
 from ben2_worker.errors import ModelError  # noqa: E402
-from ben2_worker.handler import build_engines  # noqa: E402
+from ben2_worker.engines import build_engines  # noqa: E402
 from ben2_worker.models.store import ModelStore  # noqa: E402
 from ben2_worker.safety import policy  # noqa: E402
 from ben2_worker.safety.classifier import SafetyClassifier  # noqa: E402
@@ -105,18 +105,18 @@ def unsafe_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def engines(safe_dir):
-    eng = build_engines(settings_for(safe_dir), pipelines="simple,full")
+    eng = build_engines(settings_for(safe_dir), pipelines=("simple", "full"))
     assert pipelines.served_pipelines(eng) == ("simple", "full")
     return eng
 
 
 @pytest.fixture(scope="module")
 def unsafe_engines(unsafe_dir):
-    return build_engines(settings_for(unsafe_dir), pipelines="simple,full")
+    return build_engines(settings_for(unsafe_dir), pipelines=("simple", "full"))
 
 
 def processor(engines, **kw) -> JobProcessor:
-    return JobProcessor(engines, delivery=Delivery.from_env({}), **kw)
+    return JobProcessor(engines, delivery=Delivery(), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +362,7 @@ def test_a_broken_safety_model_never_releases_the_cutout(safe_dir, tmp_path, mod
     settings = settings_for(models)
     # BEN2_WORKER_PIPELINES=simple,full: the worker refuses to start, naming the file.
     try:
-        engines = build_engines(settings, pipelines="simple,full")
+        engines = build_engines(settings, pipelines=("simple", "full"))
     except ModelError as exc:
         assert str(ModelStore(models).path(model)) in str(exc), exc
     else:  # it started: then the request must still not come out allowed (the wheel: real NudeNet flags it)
@@ -519,9 +519,9 @@ def test_stage_timeout_blocks_through_the_handler(engines, photo):
     """A 1 s stage timeout (as BEN2_WORKER_SAFETY_TIMEOUT=1 sets; captioning the tiny model takes
     ~0.1 s, so it still finishes), and NudeNet made to hang for 3 s: a real hang cannot be
     provoked on demand. The stuck check blocks, and the worker asks to be recycled."""
-    assert pipelines.SafetyOptions.from_env({"BEN2_WORKER_SAFETY_TIMEOUT": "1"}).stage_timeout_s == 1.0
+    assert Settings.from_env({"BEN2_WORKER_SAFETY_TIMEOUT": "1"}).safety_timeout_s == 1.0
     broken = dataclasses.replace(engines, nudenet=Slow(engines.nudenet, 3.0))
-    worker = JobProcessor(broken, delivery=Delivery.from_env({}), safety=pipelines.SafetyOptions(stage_timeout_s=1.0))
+    worker = JobProcessor(broken, delivery=Delivery(), safety=pipelines.SafetyOptions(stage_timeout_s=1.0))
     out = worker(full_job(photo))
     assert_never_allowed(out)
     assert out["refresh_worker"] is True

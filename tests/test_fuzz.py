@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from ben2_worker.api.delivery import Delivery
 from ben2_worker.api.jobs import JobProcessor
-from ben2_worker.config import Settings
+from ben2_worker.config import BudgetSettings, Settings
 from ben2_worker.engines import Engines, load_cutout_engine
 from ben2_worker.errors import InputError
 from ben2_worker.imaging import encode_image
@@ -55,9 +55,9 @@ SLOW_OK = hsettings(suppress_health_check=list(HealthCheck))
 def worker(models_dir):
     # A small pixel limit keeps "huge" cheap to try; everything else is the product's default.
     settings = Settings(models_dir=models_dir, allow_custom_models=True, threads=1, max_pixels=4_000_000,
-                        **({"max_job_pixels": 12_000_000} if "max_job_pixels" in Settings.__dataclass_fields__ else {}))
+                        budget=BudgetSettings(max_job_pixels=12_000_000))
     engines = Engines(cutout=load_cutout_engine(settings), settings=settings)
-    return JobProcessor(engines, delivery=Delivery.from_env({}), job_timeout_s=60)
+    return JobProcessor(engines, delivery=Delivery(), job_timeout_s=60)
 
 
 def valid_jobs():

@@ -279,7 +279,7 @@ def test_as_dict_schema_and_json():
     v = decide(json.dumps(NUDENET_NSFW), classifier(drugs="UNSAFE"))
     d = v.as_dict()
     assert set(d) == {"allowed", "status", "status_text", "blocked_by", "domains", "reasons",
-                      "nudenet", "classifier", "settings"}
+                      "nudenet", "classifier", "settings", "let_through"}
     assert json.loads(json.dumps(d)) == d
     assert d["allowed"] is False and d["status"] == "blocked"
     assert d["blocked_by"] == ["nudenet", "classifier"]
@@ -306,6 +306,17 @@ def test_status_text():
     text = decide(ValueError("line one\nline two"), "{").status_text()
     assert "\n" not in text
     assert text.startswith("BLOCKED by error: nudenet: check failed (ValueError: line one line two); error: classifier:")
+
+
+def test_status_text_says_what_the_settings_let_through():
+    v = decide(NUDENET_CLEAN, classifier(violence="UNSAFE", drugs="BORDERLINE"), block_unsafe=False)
+    assert v.allowed and "all checks passed" not in v.status_text()
+    assert v.let_through == ("classifier violence=UNSAFE (block_unsafe=false)",
+                             "classifier drugs=BORDERLINE (block_borderline=false)")
+    assert v.status_text() == "ALLOWED with flagged content let through: " + "; ".join(v.let_through)
+    assert v.as_dict()["let_through"] == list(v.let_through)
+    assert decide(NUDENET_CLEAN, classifier()).let_through == ()
+    assert decide(NUDENET_CLEAN, classifier(violence="UNSAFE")).let_through == ()  # blocked: nothing let through
 
 
 def test_verdict_is_frozen():

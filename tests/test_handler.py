@@ -38,7 +38,7 @@ def engines(models_dir) -> Engines:
 
 @pytest.fixture(scope="module")
 def worker(engines):
-    return JobProcessor(engines, delivery=Delivery.from_env({}))
+    return JobProcessor(engines, delivery=Delivery())
 
 
 def png_b64(img: np.ndarray) -> str:
@@ -159,6 +159,8 @@ def test_simple_api_defaults(worker):
     assert cut.shape == (900, 1200, 4) and entry["width"] == 1200 and entry["height"] == 900
     assert entry["filename"] == "s1.png"
     assert cut[350:550, 450:750, 3].min() == 255 and cut[:150, :, 3].max() == 0
+    # Every stage of the job is timed, the cut-out's own steps included (not only decode/encode).
+    assert {"decode", "resize", "inference", "matte", "encode", "deliver"} <= set(entry["timings"]), entry["timings"]
 
 
 @pytest.mark.parametrize(
@@ -221,13 +223,13 @@ def test_full_pipeline_request_is_refused_without_safety_engines(worker):
 def test_oversized_response_fails_with_advice(engines):
     noisy = np.random.default_rng(0).integers(0, 255, (3000, 2500, 3), dtype=np.uint8)
     noisy[..., 0] = 255  # all subject: a 7.5 MP RGBA of noise, ~30 MB as PNG
-    worker = JobProcessor(engines, delivery=Delivery.from_env({}))
+    worker = JobProcessor(engines, delivery=Delivery())
     out = worker({"id": "big", "input": {"image": png_b64(noisy)}})
     assert "20 MB" in out["error"] and "BUCKET_ENDPOINT_URL" in out["error"]
 
 
 def test_job_timeout_answers_and_recycles_worker(engines):
-    worker = JobProcessor(engines, delivery=Delivery.from_env({}), job_timeout_s=0.001)
+    worker = JobProcessor(engines, delivery=Delivery(), job_timeout_s=0.001)
     out = worker({"id": "slow", "input": {"image": png_b64(subject_photo(2000, 1500)), "output": {"refine": True}}})
     assert "time limit" in out["error"] and out["refresh_worker"] is True
 

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ben2_worker.config import Settings
 from ben2_worker.models.cli import models_app
 from ben2_worker.errors import DownloadError, ModelCorruptError, ModelError, ModelMissingError
 from ben2_worker.models import store as store_mod
+from ben2_worker.models.download import STAGING_DIRNAME
 from ben2_worker.models.store import (
     LOCK_FILENAME,
     VERIFIED_FILENAME,
@@ -150,6 +152,13 @@ def single_spec(name: str = "one", data: bytes = WEIGHTS) -> ModelSpec:
     )
 
 
+
+def store_from_env(*args, **kw) -> ModelStore:
+    """The store as ``ben2-worker models`` builds it: the Hub settings (HF_ENDPOINT, HF_HUB_OFFLINE,
+    HF_HUB_ETAG_TIMEOUT) read from the (monkeypatched) environment by config.py."""
+    return ModelStore(*args, hub=Settings.from_env().hub, **kw)
+
+
 @pytest.fixture(autouse=True)
 def _clean_hub_env(monkeypatch):
     for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "BEN2_WORKER_MODELS", "HF_HUB_ETAG_TIMEOUT"):
@@ -209,7 +218,7 @@ def test_packaged_manifest_is_complete_and_pins_the_contract_values():
 
 
 def test_paths_follow_the_comfyui_layout(tmp_path):
-    store = ModelStore(tmp_path)
+    store = store_from_env(tmp_path)
     assert store.path("ben2") == tmp_path / "ben2_onnx" / "BEN2_Base.onnx"
     assert store.path("florence2") == tmp_path / "LLM" / "Florence-2-base"
     assert store.path("llama") == tmp_path / "llm" / "Meta-Llama-3.1-8B-Instruct-Q5_K_M.gguf"
@@ -252,7 +261,7 @@ def test_manifest_accepts_explicit_unknowns_and_rejects_silent_gaps():
 
 
 def test_require_and_verify_accept_the_right_file(tmp_path):
-    store = ModelStore(tmp_path, {"one": single_spec()})
+    store = store_from_env(tmp_path, {"one": single_spec()})
     write(tmp_path / "one_onnx" / "one.onnx", WEIGHTS)
     assert store.require("one") == tmp_path / "one_onnx" / "one.onnx"
     assert store.require("one", full_check=True) == tmp_path / "one_onnx" / "one.onnx"
@@ -260,7 +269,7 @@ def test_require_and_verify_accept_the_right_file(tmp_path):
 
 
 def test_missing_file_message_names_path_checksum_and_fix_command(tmp_path):
-    store = ModelStore(tmp_path, {"one": single_spec()})
+    store = store_from_env(tmp_path, {"one": single_spec()})
     with pytest.raises(ModelMissingError) as err:
         store.require("one")
     message = str(err.value)
@@ -272,7 +281,7 @@ def test_missing_file_message_names_path_checksum_and_fix_command(tmp_path):
 
 
 def test_truncated_file_fails_require_with_size_and_checksum(tmp_path):
-    store = ModelStore(tmp_path, {"one": single_spec()})
+    store = store_from_env(tmp_path, {"one": single_spec()})
     path = write(tmp_path / "one_onnx" / "one.onnx", WEIGHTS[:1000])
     with pytest.raises(ModelCorruptError) as err:
         store.require("one")
@@ -283,7 +292,7 @@ def test_truncated_file_fails_require_with_size_and_checksum(tmp_path):
 
 
 def test_corrupted_file_passes_cheap_check_but_fails_verify(tmp_path):
-    store = ModelStore(tmp_path, {"one": single_spec()})
+    store = store_from_env(tmp_path, {"one": single_spec()})
     bad = bytearray(WEIGHTS)
     bad[12345] ^= 0xFF
     path = write(tmp_path / "one_onnx" / "one.onnx", bytes(bad))
@@ -297,7 +306,7 @@ def test_corrupted_file_passes_cheap_check_but_fails_verify(tmp_path):
 
 
 def test_verified_stamp_makes_repeat_verification_cheap_and_is_invalidated_by_changes(tmp_path, monkeypatch):
-    store = ModelStore(tmp_path, {"one": single_spec()})
+    store = store_from_env(tmp_path, {"one": single_spec()})
     path = write(tmp_path / "one_onnx" / "one.onnx", WEIGHTS)
     store.verify("one")
     stamps = json.loads((tmp_path / VERIFIED_FILENAME).read_text())
@@ -307,7 +316,7 @@ def test_verified_stamp_makes_repeat_verification_cheap_and_is_invalidated_by_ch
     calls = []
     real = store_mod.sha256_file
     monkeypatch.setattr(store_mod, "sha256_file", lambda p, *a: calls.append(p) or real(p, *a))
-    ModelStore(tmp_path, {"one": single_spec()}).verify("one")  # a fresh worker start
+    store_from_env(tmp_path, {"one": single_spec()}).verify("one")  # a fresh worker start
     assert calls == []  # served from the stamp
 
     bad = bytearray(WEIGHTS)
@@ -322,7 +331,7 @@ def test_verified_stamp_makes_repeat_verification_cheap_and_is_invalidated_by_ch
 
 def test_check_reports_one_error_per_bad_file(tmp_path):
     spec = tiny_spec(config_sha=sha(CONFIG))
-    store = ModelStore(tmp_path, {"tiny": spec})
+    store = store_from_env(tmp_path, {"tiny": spec})
     write(tmp_path / "tiny_dir" / "model.onnx", WEIGHTS[:10])
     problems = store.check("tiny")
     assert [type(p) for p in problems] == [ModelCorruptError, ModelMissingError]
@@ -333,7 +342,7 @@ def test_check_reports_one_error_per_bad_file(tmp_path):
 
 
 def test_unknown_checksum_is_never_skipped_silently(tmp_path):
-    store = ModelStore(tmp_path, {"tiny": tiny_spec()})
+    store = store_from_env(tmp_path, {"tiny": tiny_spec()})
     write(tmp_path / "tiny_dir" / "model.onnx", WEIGHTS)
     write(tmp_path / "tiny_dir" / "config.json", CONFIG)
     assert store.status("tiny").state == "unpinned"
@@ -343,7 +352,7 @@ def test_unknown_checksum_is_never_skipped_silently(tmp_path):
 
 
 def test_first_download_records_unknown_checksum_and_later_verification_uses_it(tmp_path, hub):
-    store = ModelStore(tmp_path, {"tiny": tiny_spec()})
+    store = store_from_env(tmp_path, {"tiny": tiny_spec()})
     assert store.download("tiny", progress=False) == tmp_path / "tiny_dir"
     lock = read_lock(tmp_path / LOCK_FILENAME)
     entry = lock["models"]["tiny"]
@@ -352,7 +361,7 @@ def test_first_download_records_unknown_checksum_and_later_verification_uses_it(
     assert entry["files"]["tiny_dir/config.json"]["size"] == len(CONFIG)
     assert entry["files"]["tiny_dir/model.onnx"]["sha256"] == sha(WEIGHTS)
 
-    fresh = ModelStore(tmp_path, {"tiny": tiny_spec()})  # a later process
+    fresh = store_from_env(tmp_path, {"tiny": tiny_spec()})  # a later process
     fresh.verify("tiny")
     config = tmp_path / "tiny_dir" / "config.json"
     config.write_bytes(b'{"model_type": "evil"}\n')
@@ -362,13 +371,13 @@ def test_first_download_records_unknown_checksum_and_later_verification_uses_it(
 
 
 def test_export_lock_writes_recorded_facts_for_the_repo(tmp_path, hub):
-    store = ModelStore(tmp_path / "models", {"tiny": tiny_spec()})
+    store = store_from_env(tmp_path / "models", {"tiny": tiny_spec()})
     store.download("tiny", progress=False)
     out = store.export_lock(tmp_path / "repo.lock.json")
     assert read_lock(out)["models"]["tiny"]["files"]["tiny_dir/config.json"]["sha256"] == sha(CONFIG)
     # a store reading that repo lock knows the checksum without the models-dir lock
     (tmp_path / "models" / LOCK_FILENAME).unlink()
-    again = ModelStore(tmp_path / "models", {"tiny": tiny_spec()}, repo_lock_path=out)
+    again = store_from_env(tmp_path / "models", {"tiny": tiny_spec()}, repo_lock_path=out)
     again.verify("tiny")
 
 
@@ -376,11 +385,11 @@ def test_export_lock_writes_recorded_facts_for_the_repo(tmp_path, hub):
 
 
 def test_download_places_verified_files_and_leaves_no_partials(tmp_path, hub):
-    store = ModelStore(tmp_path, {"tiny": tiny_spec(config_sha=sha(CONFIG))})
+    store = store_from_env(tmp_path, {"tiny": tiny_spec(config_sha=sha(CONFIG))})
     path = store.download("tiny", progress=False)
     assert (path / "model.onnx").read_bytes() == WEIGHTS
     assert (path / "config.json").read_bytes() == CONFIG
-    assert not (tmp_path / store_mod.STAGING_DIRNAME).exists()
+    assert not (tmp_path / STAGING_DIRNAME).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LOCK_FILENAME, VERIFIED_FILENAME, "tiny_dir"])
     assert all(f"/resolve/{COMMIT}/" in p for p in hub.gets())  # the pinned revision, not main
     assert store.status("tiny").state == "verified"
@@ -393,7 +402,7 @@ def test_download_places_verified_files_and_leaves_no_partials(tmp_path, hub):
 
 
 def test_download_replaces_a_corrupt_file(tmp_path, hub):
-    store = ModelStore(tmp_path, {"one": single_spec()})
+    store = store_from_env(tmp_path, {"one": single_spec()})
     path = write(tmp_path / "one_onnx" / "one.onnx", b"x" * len(WEIGHTS))
     store.download("one", progress=False)
     assert path.read_bytes() == WEIGHTS
@@ -401,7 +410,7 @@ def test_download_replaces_a_corrupt_file(tmp_path, hub):
 
 def test_download_refuses_hub_bytes_that_do_not_match_the_pin(tmp_path, hub):
     wrong = sha(b"something else")
-    store = ModelStore(tmp_path, {"tiny": tiny_spec(weights_sha=wrong)})
+    store = store_from_env(tmp_path, {"tiny": tiny_spec(weights_sha=wrong)})
     with pytest.raises(DownloadError) as err:
         store.download("tiny", progress=False)
     assert wrong in str(err.value) and sha(WEIGHTS) in str(err.value)
@@ -413,19 +422,19 @@ def test_download_checks_bytes_when_the_hub_gives_no_sha256_etag(tmp_path, monke
     files = {("org/one", "one.onnx"): WEIGHTS[:-1] + b"\x00"}  # same size, different bytes
     with FakeHub(files, lfs=False) as fake:
         monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        store = ModelStore(tmp_path, {"one": single_spec()})
+        store = store_from_env(tmp_path, {"one": single_spec()})
         with pytest.raises(DownloadError) as err:
             store.download("one", progress=False)
     assert "it was not installed" in str(err.value) and sha(WEIGHTS) in str(err.value)
     assert not (tmp_path / "one_onnx" / "one.onnx").exists()
-    assert not (tmp_path / store_mod.STAGING_DIRNAME).exists()
+    assert not (tmp_path / STAGING_DIRNAME).exists()
     assert not (tmp_path / LOCK_FILENAME).exists()
 
 
 def test_download_fails_fast_and_clearly_when_the_hub_is_unreachable(tmp_path, monkeypatch):
     endpoint = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    store = ModelStore(tmp_path, {"one": single_spec()})
+    store = store_from_env(tmp_path, {"one": single_spec()})
     start = time.monotonic()
     with pytest.raises(DownloadError) as err:
         store.download("one")
@@ -442,7 +451,7 @@ def test_download_gives_up_quickly_on_a_hub_that_never_answers(tmp_path, monkeyp
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
-        store = ModelStore(tmp_path, {"one": single_spec()}, hub_timeout=0.5)
+        store = store_from_env(tmp_path, {"one": single_spec()}, hub_timeout=0.5)
         start = time.monotonic()
         with pytest.raises(DownloadError, match="could not reach"):
             store.download("one")
@@ -453,18 +462,18 @@ def test_download_reports_a_missing_remote_file(tmp_path, hub):
     gone = ModelFile("gone.onnx", "one_onnx/one.onnx", sha(WEIGHTS), len(WEIGHTS))
     spec = dataclasses.replace(single_spec(), files=(gone,))
     with pytest.raises(DownloadError, match="does not exist"):
-        ModelStore(tmp_path, {"one": spec}).download("one")
+        store_from_env(tmp_path, {"one": spec}).download("one")
 
 
 def test_download_respects_hf_hub_offline(tmp_path, hub, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DownloadError, match="HF_HUB_OFFLINE"):
-        ModelStore(tmp_path, {"one": single_spec()}).download("one")
+        store_from_env(tmp_path, {"one": single_spec()}).download("one")
     assert hub.requests == []
 
 
 def test_unpinned_revision_is_resolved_and_recorded(tmp_path, hub):
-    store = ModelStore(tmp_path, {"tiny": tiny_spec(revision=None)})
+    store = store_from_env(tmp_path, {"tiny": tiny_spec(revision=None)})
     store.download("tiny", progress=False)
     assert read_lock(tmp_path / LOCK_FILENAME)["models"]["tiny"]["revision"] == COMMIT
     assert any("/resolve/main/" in p for m, p in hub.requests if m == "HEAD")
@@ -497,7 +506,7 @@ def fake_package(root: Path, name: str, data: bytes, monkeypatch) -> None:
 
 def test_pypi_model_is_copied_out_of_the_installed_package(tmp_path, monkeypatch):
     fake_package(tmp_path / "site", "fake_nudenet_pkg", WEIGHTS, monkeypatch)
-    store = ModelStore(tmp_path / "models", {"nn": pypi_spec("fake_nudenet_pkg", WEIGHTS)})
+    store = store_from_env(tmp_path / "models", {"nn": pypi_spec("fake_nudenet_pkg", WEIGHTS)})
     path = store.download("nn")
     assert path == tmp_path / "models" / "nudenet" / "320n.onnx"
     assert path.read_bytes() == WEIGHTS
@@ -508,7 +517,7 @@ def test_pypi_model_is_copied_out_of_the_installed_package(tmp_path, monkeypatch
 
 def test_pypi_model_with_other_bytes_is_refused(tmp_path, monkeypatch):
     fake_package(tmp_path / "site", "fake_nudenet_other", b"other weights", monkeypatch)
-    store = ModelStore(tmp_path / "models", {"nn": pypi_spec("fake_nudenet_other", WEIGHTS)})
+    store = store_from_env(tmp_path / "models", {"nn": pypi_spec("fake_nudenet_other", WEIGHTS)})
     with pytest.raises(DownloadError, match="it was not installed"):
         store.download("nn")
     assert not (tmp_path / "models" / "nudenet" / "320n.onnx").exists()
@@ -516,7 +525,7 @@ def test_pypi_model_with_other_bytes_is_refused(tmp_path, monkeypatch):
 
 
 def test_pypi_model_without_the_package_says_to_install_the_full_extra(tmp_path):
-    store = ModelStore(tmp_path, {"nn": pypi_spec("no_such_package_ben2_test", WEIGHTS)})
+    store = store_from_env(tmp_path, {"nn": pypi_spec("no_such_package_ben2_test", WEIGHTS)})
     with pytest.raises(DownloadError) as err:
         store.download("nn")
     message = str(err.value)

@@ -20,6 +20,7 @@ cv2 = pytest.importorskip("cv2")
 from nudenet import nudenet as nudenet_module  # noqa: E402
 
 from ben2_worker.config import Settings  # noqa: E402
+from ben2_worker.engines import load_nudity_engine  # noqa: E402
 from ben2_worker.errors import InputError, ModelError  # noqa: E402
 from ben2_worker.safety.gate import parse_nudenet_json  # noqa: E402
 from ben2_worker.safety.nudity import (  # noqa: E402
@@ -330,13 +331,13 @@ def test_a_model_with_other_classes_is_refused(tmp_path):
         NudityDetector(path)
 
 
-def test_from_store(tmp_path):
+def test_engine_factory(tmp_path):
     settings = Settings(models_dir=tmp_path, providers="cpu", threads=1)
     with pytest.raises(ModelError, match="320n.onnx"):
-        NudityDetector.from_store(settings)
+        load_nudity_engine(settings)
     (tmp_path / "nudenet").mkdir()
     shutil.copyfile(MODEL, tmp_path / "nudenet" / "320n.onnx")
-    assert NudityDetector.from_store(settings).path == tmp_path / "nudenet" / "320n.onnx"
+    assert load_nudity_engine(settings).path == tmp_path / "nudenet" / "320n.onnx"
     # a file that is not the pinned one is refused, never used (no fallback, and the
     # custom-model switch does not apply to NudeNet, whose model ships in its wheel)
     data = bytearray(MODEL.read_bytes())
@@ -344,7 +345,7 @@ def test_from_store(tmp_path):
     (tmp_path / "nudenet" / "320n.onnx").write_bytes(bytes(data))
     (tmp_path / ".verified.json").unlink(missing_ok=True)
     with pytest.raises(ModelError, match="320n.onnx"):
-        NudityDetector.from_store(Settings(models_dir=tmp_path, providers="cpu", threads=1, allow_custom_models=True))
+        load_nudity_engine(Settings(models_dir=tmp_path, providers="cpu", threads=1, allow_custom_models=True))
 
 
 # --------------------------------------------------------------------------- threads

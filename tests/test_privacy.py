@@ -109,7 +109,7 @@ def test_s3_delivery_logs_no_keys(engines, logs):
 def test_error_logs_are_bounded(engines, logs):
     """A refused job's log line names the problem, not the megabytes it came with."""
     huge = "Q" * 2_000_000
-    worker = JobProcessor(engines, delivery=Delivery.from_env({}))
+    worker = JobProcessor(engines, delivery=Delivery())
     worker({"id": "big", "input": {"workflow": {"1": {"class_type": "LoadImage", "inputs": {"image": huge}},
                                                 "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}},
                                    "images": []}})
@@ -123,9 +123,9 @@ def test_private_logging_is_a_setting(engines, logs):
     verbose = dataclasses.replace(engines, settings=dataclasses.replace(engines.settings, log_private=True))
     with serve({"/in.png": body(PNG)}) as server:
         url = f"{server.base}/in.png?{SIGNATURE}"
-        JobProcessor(engines, delivery=Delivery.from_env({}), fetch_policy=LOOPBACK)({"id": "q", "input": {"image": url}})
+        JobProcessor(engines, delivery=Delivery(), fetch_policy=LOOPBACK)({"id": "q", "input": {"image": url}})
         assert SIGNATURE not in logs.text
-        JobProcessor(verbose, delivery=Delivery.from_env({}), fetch_policy=LOOPBACK)({"id": "v", "input": {"image": url}})
+        JobProcessor(verbose, delivery=Delivery(), fetch_policy=LOOPBACK)({"id": "v", "input": {"image": url}})
     assert SIGNATURE in logs.text
 
 
@@ -139,13 +139,13 @@ def test_full_pipeline_logs_no_caption_or_classifier_text(tmp_path_factory, logs
     engines = build_engines(full.settings_for(full.build_full_models(tmp_path_factory.mktemp("m-safe"), "UNSAFE")),
                             pipelines="simple,full")
     job = {"id": "f", "input": {"image": B64, "pipeline": "full"}}
-    out = JobProcessor(engines, delivery=Delivery.from_env({}))(job)
+    out = JobProcessor(engines, delivery=Delivery())(job)
     assert out["images"][0]["status"] == "blocked" and out["images"][0]["caption"] == full.CAPTION, out
     workflow = full.load(full.FULL_API)
-    out = JobProcessor(engines, delivery=Delivery.from_env({}))(
+    out = JobProcessor(engines, delivery=Delivery())(
         {"id": "w", "input": {"workflow": workflow, "images": [{"name": full.loadimage_name(workflow), "image": B64}]}})
     assert out.get("status") == "blocked", out
     assert full.CAPTION not in logs.text
     verbose = dataclasses.replace(engines, settings=dataclasses.replace(engines.settings, log_private=True))
-    JobProcessor(verbose, delivery=Delivery.from_env({}))(job)
+    JobProcessor(verbose, delivery=Delivery())(job)
     assert full.CAPTION in logs.text

@@ -1,4 +1,4 @@
-"""`ben2-worker selfcheck` (ben2_worker.ops.selfcheck / cli_selfcheck): the images' last build step.
+"""`ben2-worker selfcheck` (ben2_worker.ops.selfcheck / ben2_worker.cli.selfcheck): the images' last build step.
 
 Against a models folder built here in the product layout — the BEN2 stand-in
 (tests/standin_models.py), the real nudenet/320n.onnx copied out of the nudenet wheel, a tiny
@@ -24,7 +24,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ben2_worker import selfcheck as sc
+from ben2_worker.ops import selfcheck as sc
 from ben2_worker.cli.selfcheck import selfcheck as selfcheck_command
 from ben2_worker.models.store import VERIFIED_FILENAME, load_manifest
 from ben2_worker.ops.selfcheck import FAIL, OK, SKIP, WARN, SelfcheckOptions, run_selfcheck
@@ -295,7 +295,7 @@ def test_unwritable_models_folder_is_reported(simple_models, tmp_path, monkeypat
     def read_only(*_a, **_k):
         raise PermissionError(13, "Permission denied")  # what a read-only models folder answers
 
-    monkeypatch.setattr("ben2_worker.models.store._atomic_write_json", read_only)
+    monkeypatch.setattr("ben2_worker.models.store.write_json", read_only)
     report = run_selfcheck(options(models, manifest, pipelines=("simple",), workflows=()))
     stamp = report.find("models", VERIFIED_FILENAME)[0]
     assert stamp.status == WARN and "every worker start will re-hash" in stamp.detail

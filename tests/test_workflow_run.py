@@ -22,7 +22,12 @@ from PIL import Image
 from ben2_worker.config import Settings
 from ben2_worker.cutout import CutoutOptions, MatteOptions
 from ben2_worker.engines import Engines, load_cutout_engine
-from ben2_worker.errors import EngineUnavailableError, InputError
+from ben2_worker.errors import (
+    BlockedError,
+    EngineUnavailableError,
+    InputError,
+    NodeFailedError,
+)
 from ben2_worker.imaging import encode_png
 from ben2_worker.workflow import (
     NODE_TYPES,
@@ -201,9 +206,12 @@ def test_unbypassed_save_node_is_an_output(runner, photo_png):
     assert next(o for o in result.images if o.node_id == "7").filename == "Untitled image_00001_.png"
 
 
-def test_prepared_graph_runs(runner, photo_png):
-    graph = runner.prepare(load("BG_remove_BEN2_simple_2nd.json"))  # what the handler does
-    assert runner.run(graph, {SIMPLE_NAME: photo_png}).images[0].width == 3000
+def test_prepared_plan_runs_without_validating_again(runner, photo_png, monkeypatch):
+    plan = runner.prepare(load("BG_remove_BEN2_simple_2nd.json"))  # what the handler does
+    planned = []
+    monkeypatch.setattr(runner, "plan", lambda wf: planned.append(wf))  # validated once: never again
+    assert runner.run(plan, {SIMPLE_NAME: photo_png}).images[0].width == 3000
+    assert planned == []
 
 
 # --------------------------------------------------------------------------- literal semantics
@@ -277,9 +285,12 @@ def test_missing_upload_names_the_node_and_what_was_sent(runner, calls):
     assert calls == []  # refused before any node ran
 
 
-def test_broken_image_is_an_input_error_naming_the_node(runner):
-    with pytest.raises(InputError, match=r"node 1 \(LoadImage\)"):
+def test_broken_image_is_a_node_failure_caused_by_an_input_error(runner):
+    with pytest.raises(NodeFailedError, match=r"^node 1 \(LoadImage\): ") as info:
         runner.run(load("BG_remove_BEN2_simple_2nd.api.json"), {SIMPLE_NAME: b"not an image"})
+    assert info.value.node_id == "1" and info.value.class_type == "LoadImage"
+    cause = info.value.__cause__
+    assert isinstance(cause, InputError) and str(info.value) == f"node 1 (LoadImage): {cause}"  # message kept
 
 
 def test_without_the_cutout_engine_nothing_runs(settings, photo_png, calls):
@@ -340,6 +351,7 @@ def test_gate_blocks_and_no_image_comes_back(engines, photo_png, calls, parts, r
     runner = WorkflowRunner(full_engines(engines, **parts))
     with pytest.raises(ContentBlockedError) as info:
         runner.run(load("BG_remove_BEN2_simple_1st.json"), {FULL_NAME: photo_png})
+    assert isinstance(info.value, BlockedError) and not isinstance(info.value, InputError)  # the gate did its job
     assert str(info.value).startswith("Content blocked by hybrid safety gate: ")
     assert reason in str(info.value)
     assert "4" not in calls and "13" not in calls  # BEN2 and the output never ran

@@ -62,12 +62,12 @@ def only_error(exc: WorkflowValidationError, node_id: str) -> dict:
 
 
 def test_users_workflows_validate(runner, simple_api, full_models):
-    graph = runner.prepare(simple_api)
+    graph = runner.prepare(simple_api).graph
     assert graph == simple_api  # already normal: the same graph comes back
-    assert runner.prepare(load("BG_remove_BEN2_simple_2nd.json")) == simple_api  # UI format is converted
-    assert runner.prepare(graph) == graph  # what prepare returns is itself valid input
+    assert runner.prepare(load("BG_remove_BEN2_simple_2nd.json")).graph == simple_api  # UI format is converted
+    assert runner.prepare(graph).graph == graph  # the plan's graph is itself valid input
     full = WorkflowRunner(Engines(settings=Settings(models_dir=full_models)), check_models=True)
-    assert full.prepare(load("BG_remove_BEN2_simple_1st.json")) == load("BG_remove_BEN2_simple_1st.api.json")
+    assert full.prepare(load("BG_remove_BEN2_simple_1st.json")).graph == load("BG_remove_BEN2_simple_1st.api.json")
 
 
 def test_unknown_class_type_names_node_and_supported_types(runner, simple_api):
@@ -159,11 +159,11 @@ def test_all_errors_are_reported_at_once(runner, simple_api):
 def test_values_are_converted_as_comfyui_does(runner, simple_api):
     wf = mutate(simple_api, "4", sensitivity="0.5", mask_blur=3.0, mask_offset="-2")
     wf = mutate(wf, "6", unload_models="false")
-    graph = runner.prepare(wf)
+    graph = runner.prepare(wf).graph
     assert graph["4"]["inputs"]["sensitivity"] == 0.5 and graph["4"]["inputs"]["mask_blur"] == 3
     assert graph["4"]["inputs"]["mask_offset"] == -2 and graph["6"]["inputs"]["unload_models"] is False
     wrapped = mutate(simple_api, "16", interpolation={"__value__": "bicubic"})
-    assert runner.prepare(wrapped)["16"]["inputs"]["interpolation"] == {"__value__": "bicubic"}
+    assert runner.prepare(wrapped).graph["16"]["inputs"]["interpolation"] == {"__value__": "bicubic"}
 
 
 def test_optional_inputs_may_be_left_out(runner, simple_api):

@@ -8,6 +8,8 @@ names it:
 
 * ``max_pixels`` (``BEN2_WORKER_MAX_PIXELS``): any one image, decoded *or produced by a node*
   (a node that enlarges obeys the same limit as an upload).
+The limits live in :class:`~ben2_worker.config.BudgetSettings` (``settings.budget``).
+
 * ``max_job_pixels`` (``BEN2_WORKER_MAX_JOB_PIXELS``): all images one job decodes, together;
   checked from each image's header before its pixels are decoded.
 * ``max_outputs``, ``max_output_pixels``, ``max_output_bytes``: the images one job returns,
@@ -25,21 +27,16 @@ names it:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .config import DEFAULT_MAX_ERROR_BYTES, DEFAULT_MAX_PIXELS, BudgetSettings
 from .errors import InputError
 
-DEFAULT_MAX_JOB_PIXELS = 256_000_000
-DEFAULT_MAX_OUTPUTS = 64
-DEFAULT_MAX_OUTPUT_PIXELS = 512_000_000
-DEFAULT_MAX_OUTPUT_BYTES = 512 * 2**20
-DEFAULT_MAX_NODES = 1000
-DEFAULT_MAX_ERROR_BYTES = 16 * 1024
-#: Scans in one JPEG. Encoders write 1 (baseline) or about 10 (progressive); each extra scan makes
-#: the decoder walk the whole image again, so 2,000 tiny scans in an 80 KB file cost ~7 s per 9 MP.
-DEFAULT_MAX_JPEG_SCANS = 100
+if TYPE_CHECKING:
+    from .config import Settings
 
 #: Entries kept when an error's details must be cut (node records, list items).
 _KEEP_ITEMS = 20
@@ -65,21 +62,14 @@ def _mib(n: int) -> str:
 
 
 @dataclass(frozen=True)
-class Budget:
-    """The limits; built from :class:`~ben2_worker.config.Settings` (:meth:`from_settings`)."""
+class Budget(BudgetSettings):
+    """The limits: the settings' budget branch plus the one-image limit (:meth:`from_settings`)."""
 
-    max_pixels: int = 50_000_000
-    max_job_pixels: int = DEFAULT_MAX_JOB_PIXELS
-    max_outputs: int = DEFAULT_MAX_OUTPUTS
-    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
-    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
-    max_nodes: int = DEFAULT_MAX_NODES
-    max_error_bytes: int = DEFAULT_MAX_ERROR_BYTES
-    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Budget":
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__ if hasattr(settings, name)})
+    def from_settings(cls, settings: Settings) -> Budget:
+        return cls(max_pixels=settings.max_pixels, **dataclasses.asdict(settings.budget))
 
     def check_nodes(self, count: int) -> None:
         """Refuse a workflow with more nodes than ``max_nodes`` before any validation work."""

@@ -1,44 +1,207 @@
-"""Settings read once from the environment into a typed, immutable object.
+"""The worker's settings, read from the environment once, into typed, immutable objects.
 
-Every knob has one name (``BEN2_WORKER_*``) and one default here, so the CLI, the RunPod
-handler and the docs agree."""
+This is the only module that reads (or writes) environment variables. Every other module takes
+a :class:`Settings` (or one of its branches) from its caller, so a job never parses a variable
+and a bad value stops the process at start with a :class:`~ben2_worker.errors.ConfigError`
+naming the variable, the value and what is allowed. docs/configuration.md lists every variable
+read here (a test compares that table with :data:`VARIABLES`).
+
+One parser per type (whole number, seconds, yes/no, choice, text, path list) and one yes/no
+dialect: ``1``/``true``/``yes``/``on`` and ``0``/``false``/``no``/``off`` (any case)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+from .models.download import DEFAULT_ENDPOINT, DEFAULT_HUB_TIMEOUT
+from .models.manifest import PIPELINES
+
 DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_JOB_TIMEOUT_S = 300.0
+DEFAULT_SAFETY_TIMEOUT_S = 120.0
+DEFAULT_PUT_TIMEOUT_S = 120.0
+DEFAULT_URL_MAX_BYTES = 50 * 2**20
+DEFAULT_URL_TIMEOUT_S = 20.0
+DEFAULT_HUB_ENDPOINT = DEFAULT_ENDPOINT
+DEFAULT_HUB_TIMEOUT_S = DEFAULT_HUB_TIMEOUT
+DEFAULT_MAX_JOB_PIXELS = 256_000_000
+DEFAULT_MAX_OUTPUTS = 64
+DEFAULT_MAX_OUTPUT_PIXELS = 512_000_000
+DEFAULT_MAX_OUTPUT_BYTES = 512 * 2**20
+DEFAULT_MAX_NODES = 1000
+DEFAULT_MAX_ERROR_BYTES = 16 * 1024
+#: Scans in one JPEG. Encoders write 1 (baseline) or about 10 (progressive); each extra scan makes
+#: the decoder walk the whole image again, so 2,000 tiny scans in an 80 KB file cost ~7 s per 9 MP.
+DEFAULT_MAX_JPEG_SCANS = 100
 
 #: ``unit``: RGB/255 with no mean/std (BEN2's own ONNX example and the user's node).
 #: ``imagenet``: ImageNet mean/std, as BEN2's PyTorch reference. See docs/models.md.
 INPUT_SCALINGS = ("unit", "imagenet")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: ``BEN2_COMFY_COMPAT_NODES``: register the pack's stand-ins for third-party nodes.
+COMPAT_MODES = ("auto", "always", "never")
+#: ``BEN2_WORKER_DEVICE``: ``gpu`` (the image is built for one) refuses to start without a GPU.
+DEVICES = ("auto", "gpu", "cpu")
+
+_YES = ("1", "true", "yes", "on")
+_NO = ("0", "false", "no", "off")
+
+#: Every variable this module reads, in the order of docs/configuration.md's table.
+VARIABLES = (
+    "BEN2_WORKER_MODELS", "BEN2_WORKER_PIPELINES", "BEN2_WORKER_PROVIDERS", "BEN2_WORKER_THREADS",
+    "BEN2_WORKER_INPUT_SCALING", "BEN2_WORKER_ALLOW_CUSTOM_MODELS", "BEN2_WORKER_MAX_PIXELS",
+    "BEN2_WORKER_DEVICE", "BEN2_WORKER_MAX_JOB_PIXELS", "BEN2_WORKER_MAX_JPEG_SCANS",
+    "BEN2_WORKER_MAX_OUTPUTS", "BEN2_WORKER_MAX_OUTPUT_PIXELS", "BEN2_WORKER_MAX_OUTPUT_BYTES",
+    "BEN2_WORKER_MAX_NODES", "BEN2_WORKER_MAX_ERROR_BYTES",
+    "BEN2_WORKER_JOB_TIMEOUT", "BEN2_WORKER_SAFETY_TIMEOUT", "BEN2_WORKER_LOG_LEVEL", "BEN2_WORKER_LOG_PRIVATE",
+    "BEN2_WORKER_WORKFLOWS", "BEN2_WORKER_URL_MAX_BYTES", "BEN2_WORKER_URL_TIMEOUT",
+    "BEN2_WORKER_URL_ALLOW_HTTP", "BEN2_WORKER_URL_ALLOW_PRIVATE", "BEN2_WORKER_PUT_TIMEOUT",
+    "BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "BUCKET_NAME",
+    "BUCKET_REGION", "BEN2_COMFY_COMPAT_NODES", "HF_ENDPOINT", "HF_HUB_OFFLINE",
+    "HF_HUB_ETAG_TIMEOUT", "RUNPOD_POD_ID", "RUNPOD_WEBHOOK_PING", "RUNPOD_LOG_LEVEL",
+    "RUNPOD_API_KEY", "COLUMNS",
+)
 
 
-def env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
-    """A positive whole number from the environment (``1_000`` allowed), or ``default`` when unset."""
-    raw = env.get(name, "").strip()
+# ----------------------------------------------------------------------------- parsers
+
+
+def _raw(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+def _bad(name: str, raw: str, allowed: str) -> ConfigError:
+    return ConfigError(f"{name}={raw!r} is not allowed: {allowed}", variable=name)
+
+
+def parse_whole(env: Mapping[str, str], name: str, default: int | None, *, minimum: int = 1) -> int | None:
+    """A whole number ≥ ``minimum`` (``1_000`` and ``50000000.0`` as some UIs write it)."""
+    raw = _raw(env, name)
+    if not raw:
+        return default
+    allowed = f"a whole number of at least {minimum}"
+    try:
+        number = float(raw.replace("_", ""))
+    except ValueError:
+        raise _bad(name, raw, allowed) from None
+    if not number.is_integer() or number < minimum:
+        raise _bad(name, raw, allowed)
+    return int(number)
+
+
+def parse_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive, finite number of seconds."""
+    raw = _raw(env, name)
     if not raw:
         return default
     try:
-        number = float(raw.replace("_", ""))  # "50000000.0" as some UIs write numbers
+        value = float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if not number.is_integer():
-        raise ValueError(f"{name} must be a whole number, got {raw!r}")
-    value = int(number)
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+        raise _bad(name, raw, "a positive number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise _bad(name, raw, "a positive number of seconds")
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip().lower() or choices[0]
+def parse_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """Yes/no in the one dialect: 1/true/yes/on or 0/false/no/off."""
+    raw = _raw(env, name).lower()
+    if not raw:
+        return default
+    if raw in _YES:
+        return True
+    if raw in _NO:
+        return False
+    raise _bad(name, raw, f"one of {'/'.join(_YES)} or {'/'.join(_NO)}")
+
+
+def parse_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str, *, upper: bool = False) -> str:
+    raw = _raw(env, name)
+    if not raw:
+        return default
+    value = raw.upper() if upper else raw.lower()
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise _bad(name, raw, f"one of {', '.join(choices)}")
     return value
+
+
+def parse_list(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Comma-separated names out of ``choices`` (duplicates dropped); None when unset."""
+    raw = _raw(env, name)
+    if not raw:
+        return None
+    names = tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
+    if not names or any(n not in choices for n in names):
+        raise _bad(name, raw, f"a comma-separated list out of {', '.join(choices)}")
+    return names
+
+
+def parse_paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    """Paths separated by the OS path separator (``:``; ``;`` on Windows)."""
+    return tuple(Path(p).expanduser() for p in _raw(env, name).split(os.pathsep) if p)
+
+
+# ----------------------------------------------------------------------------- the tree
+
+
+@dataclass(frozen=True)
+class UrlSettings:
+    """What URL inputs (and output PUT URLs) may be; see api/safe_http.py."""
+
+    max_bytes: int = DEFAULT_URL_MAX_BYTES
+    timeout_s: float = DEFAULT_URL_TIMEOUT_S
+    allow_http: bool = False
+    allow_private: bool = False
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """What one request may make the worker do, beyond ``max_pixels`` per image; checked before
+    the work (ben2_worker/budget.py, docs/reliability.md)."""
+
+    #: Pixels all images of one job decode, together (counted from each header before decoding).
+    max_job_pixels: int = DEFAULT_MAX_JOB_PIXELS
+    #: Scans in one JPEG: each is another pass of the decoder over the whole image.
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+    max_outputs: int = DEFAULT_MAX_OUTPUTS
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    #: Nodes in one workflow, checked before validation.
+    max_nodes: int = DEFAULT_MAX_NODES
+    #: Bytes of one error response (an error naming 10,000 nodes is cut, never megabytes).
+    max_error_bytes: int = DEFAULT_MAX_ERROR_BYTES
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """The operator's bucket, as given (api/delivery.py checks and splits the endpoint)."""
+
+    endpoint_url: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = field(default="", repr=False)
+    bucket: str = ""
+    region: str = ""
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """The Hugging Face Hub as huggingface_hub itself reads it (HF_* variables)."""
+
+    endpoint: str = DEFAULT_HUB_ENDPOINT
+    offline: bool = False
+    timeout_s: float = DEFAULT_HUB_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class RunpodSettings:
+    """What the worker needs to know about the RunPod platform it may run on."""
+
+    #: RUNPOD_POD_ID / RUNPOD_WEBHOOK_PING are set: progress updates reach the platform.
+    on_platform: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,41 +215,101 @@ class Settings:
     threads: int | None = None
     #: Accept model files that differ from the pinned checksums (own re-exports, test stand-ins).
     allow_custom_models: bool = False
-    #: Per-request budget (ben2_worker.budget, docs/reliability.md).
-    max_job_pixels: int = 256_000_000
-    max_outputs: int = 64
-    max_output_pixels: int = 512_000_000
-    max_output_bytes: int = 512 * 2**20
-    max_nodes: int = 1000
-    max_error_bytes: int = 16 * 1024
-    max_jpeg_scans: int = 100
+    #: Pipelines that must be served (start fails without their models); None: what is present.
+    pipelines: tuple[str, ...] | None = None
     #: ``gpu``: the image was built for a GPU; the worker refuses to start without one.
     device: str = "auto"
-    #: Log request details (captions, full URLs, verdict texts): for debugging only.
+    job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
+    #: Seconds each safety check may take before it counts as failed (and so blocks).
+    safety_timeout_s: float = DEFAULT_SAFETY_TIMEOUT_S
+    put_timeout_s: float = DEFAULT_PUT_TIMEOUT_S
+    log_level: str = "INFO"
+    #: Log request details (sources, captions, verdict texts): for debugging only.
     log_private: bool = False
+    #: Workflow folders or files the selfcheck runs (empty: ./workflows when present).
+    workflows: tuple[Path, ...] = ()
+    comfy_compat_nodes: str = "auto"
+    #: Terminal width for tables printed to a non-terminal (build logs); None: 160.
+    columns: int | None = None
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    urls: UrlSettings = field(default_factory=UrlSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
+    hub: HubSettings = field(default_factory=HubSettings)
+    runpod: RunpodSettings = field(default_factory=RunpodSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Every setting from ``env`` (default: this process's environment); ConfigError on a bad value."""
         env = os.environ if env is None else env
-        scaling = env.get("BEN2_WORKER_INPUT_SCALING", "unit").strip().lower() or "unit"
-        if scaling not in INPUT_SCALINGS:
-            raise ValueError(
-                f"BEN2_WORKER_INPUT_SCALING must be one of {', '.join(INPUT_SCALINGS)}, got {scaling!r}"
-            )
         return cls(
-            models_dir=Path(env.get("BEN2_WORKER_MODELS", "models")).expanduser(),
-            max_pixels=env_int(env, "BEN2_WORKER_MAX_PIXELS", DEFAULT_MAX_PIXELS),
-            providers=env.get("BEN2_WORKER_PROVIDERS", "auto").strip() or "auto",
-            input_scaling=scaling,
-            threads=env_int(env, "BEN2_WORKER_THREADS", None),
-            allow_custom_models=env.get("BEN2_WORKER_ALLOW_CUSTOM_MODELS", "").strip().lower() in ("1", "true", "yes"),
-            max_job_pixels=env_int(env, "BEN2_WORKER_MAX_JOB_PIXELS", cls.max_job_pixels),
-            max_outputs=env_int(env, "BEN2_WORKER_MAX_OUTPUTS", cls.max_outputs),
-            max_output_pixels=env_int(env, "BEN2_WORKER_MAX_OUTPUT_PIXELS", cls.max_output_pixels),
-            max_output_bytes=env_int(env, "BEN2_WORKER_MAX_OUTPUT_BYTES", cls.max_output_bytes),
-            max_nodes=env_int(env, "BEN2_WORKER_MAX_NODES", cls.max_nodes),
-            max_error_bytes=env_int(env, "BEN2_WORKER_MAX_ERROR_BYTES", cls.max_error_bytes),
-            max_jpeg_scans=env_int(env, "BEN2_WORKER_MAX_JPEG_SCANS", cls.max_jpeg_scans),
-            device=_choice(env, "BEN2_WORKER_DEVICE", ("auto", "gpu", "cpu")),
-            log_private=env.get("BEN2_WORKER_LOG_PRIVATE", "").strip().lower() in ("1", "true", "yes"),
+            models_dir=Path(_raw(env, "BEN2_WORKER_MODELS") or "models").expanduser(),
+            max_pixels=parse_whole(env, "BEN2_WORKER_MAX_PIXELS", DEFAULT_MAX_PIXELS),
+            providers=_raw(env, "BEN2_WORKER_PROVIDERS") or "auto",
+            input_scaling=parse_choice(env, "BEN2_WORKER_INPUT_SCALING", INPUT_SCALINGS, "unit"),
+            threads=parse_whole(env, "BEN2_WORKER_THREADS", None),
+            allow_custom_models=parse_flag(env, "BEN2_WORKER_ALLOW_CUSTOM_MODELS"),
+            pipelines=parse_list(env, "BEN2_WORKER_PIPELINES", PIPELINES),
+            device=parse_choice(env, "BEN2_WORKER_DEVICE", DEVICES, "auto"),
+            job_timeout_s=parse_seconds(env, "BEN2_WORKER_JOB_TIMEOUT", DEFAULT_JOB_TIMEOUT_S),
+            safety_timeout_s=parse_seconds(env, "BEN2_WORKER_SAFETY_TIMEOUT", DEFAULT_SAFETY_TIMEOUT_S),
+            put_timeout_s=parse_seconds(env, "BEN2_WORKER_PUT_TIMEOUT", DEFAULT_PUT_TIMEOUT_S),
+            log_level=parse_choice(env, "BEN2_WORKER_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+            log_private=parse_flag(env, "BEN2_WORKER_LOG_PRIVATE"),
+            workflows=parse_paths(env, "BEN2_WORKER_WORKFLOWS"),
+            comfy_compat_nodes=parse_choice(env, "BEN2_COMFY_COMPAT_NODES", COMPAT_MODES, "auto"),
+            columns=parse_whole(env, "COLUMNS", None),
+            budget=BudgetSettings(
+                max_job_pixels=parse_whole(env, "BEN2_WORKER_MAX_JOB_PIXELS", DEFAULT_MAX_JOB_PIXELS),
+                max_jpeg_scans=parse_whole(env, "BEN2_WORKER_MAX_JPEG_SCANS", DEFAULT_MAX_JPEG_SCANS),
+                max_outputs=parse_whole(env, "BEN2_WORKER_MAX_OUTPUTS", DEFAULT_MAX_OUTPUTS),
+                max_output_pixels=parse_whole(env, "BEN2_WORKER_MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS),
+                max_output_bytes=parse_whole(env, "BEN2_WORKER_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES),
+                max_nodes=parse_whole(env, "BEN2_WORKER_MAX_NODES", DEFAULT_MAX_NODES),
+                max_error_bytes=parse_whole(env, "BEN2_WORKER_MAX_ERROR_BYTES", DEFAULT_MAX_ERROR_BYTES),
+            ),
+            urls=UrlSettings(
+                max_bytes=parse_whole(env, "BEN2_WORKER_URL_MAX_BYTES", DEFAULT_URL_MAX_BYTES),
+                timeout_s=parse_seconds(env, "BEN2_WORKER_URL_TIMEOUT", DEFAULT_URL_TIMEOUT_S),
+                allow_http=parse_flag(env, "BEN2_WORKER_URL_ALLOW_HTTP"),
+                allow_private=parse_flag(env, "BEN2_WORKER_URL_ALLOW_PRIVATE"),
+            ),
+            s3=S3Settings(
+                endpoint_url=_raw(env, "BUCKET_ENDPOINT_URL"),
+                access_key_id=_raw(env, "BUCKET_ACCESS_KEY_ID"),
+                secret_access_key=_raw(env, "BUCKET_SECRET_ACCESS_KEY"),
+                bucket=_raw(env, "BUCKET_NAME"),
+                region=_raw(env, "BUCKET_REGION"),
+            ),
+            hub=HubSettings(
+                endpoint=(_raw(env, "HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).rstrip("/"),
+                offline=parse_flag(env, "HF_HUB_OFFLINE"),
+                timeout_s=parse_seconds(env, "HF_HUB_ETAG_TIMEOUT", DEFAULT_HUB_TIMEOUT_S),
+            ),
+            runpod=RunpodSettings(
+                on_platform=bool(_raw(env, "RUNPOD_POD_ID") or _raw(env, "RUNPOD_WEBHOOK_PING")),
+            ),
         )
+
+
+#: The variable ``ben2-worker endpoint-test`` takes the RunPod API key from (``--api-key-env``).
+DEFAULT_API_KEY_VARIABLE = "RUNPOD_API_KEY"
+
+
+def secret_from_env(name: str = DEFAULT_API_KEY_VARIABLE, env: Mapping[str, str] | None = None) -> str | None:
+    """The value of a variable the user named on the command line (``--api-key-env``), or None."""
+    env = os.environ if env is None else env
+    return _raw(env, name) or None
+
+
+def quiet_runpod_sdk() -> None:
+    """Default ``RUNPOD_LOG_LEVEL`` to INFO before the SDK is imported: at DEBUG it logs whole
+    job outputs (base64 images). An operator's own value is kept."""
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+
+
+def child_environment(**defaults: str) -> dict[str, str]:
+    """This process's environment plus ``defaults`` (where unset), for a subprocess we start."""
+    env = dict(os.environ)
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    return env

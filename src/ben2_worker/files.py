@@ -77,14 +77,27 @@ def output_path(out_dir: Path, item: InputFile, extension: str, suffix: str = ""
     return out_dir / rel
 
 
-def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write ``data`` to ``path`` all-or-nothing; refuse to replace an existing file unless asked."""
+#: Mode of every file we write (outputs, models, stamps, lock files): readable by everyone, so a
+#: non-root worker or another user can read what root wrote at image build. Set explicitly on
+#: each file rather than through the process-wide umask, which threads would race on.
+FILE_MODE = 0o644
+
+
+def make_readable(path: Path | str, mode: int = FILE_MODE) -> None:
+    """Give a file we wrote its final mode (``mkstemp`` creates 0600). ``os.chmod``: Windows too."""
+    os.chmod(path, mode)
+
+
+def atomic_write(path: Path, data: bytes, *, overwrite: bool = False, mode: int = FILE_MODE) -> None:
+    """Write ``data`` to ``path`` all-or-nothing with ``mode``; refuse to replace an existing
+    file unless asked. Used by every door (CLI outputs, the node pack's SaveImage, lock files):
+    plain ``os`` calls that work on Windows Pythons too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} already exists (use --overwrite to replace it)")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users (chmod: Windows too)
+        make_readable(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -107,12 +120,6 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def read_input(path: Path, max_bytes: int = 512 * 1024 * 1024) -> bytes:

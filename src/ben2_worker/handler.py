@@ -3,22 +3,26 @@
     python -m ben2_worker.handler                    # on RunPod (or: the SDK's one-shot test_input.json run)
     python -m ben2_worker.handler --rp_serve_api     # the SDK's local API; see `ben2-worker serve`
 
-Models are loaded once, in :func:`start`, before the SDK takes the first job. Which pipelines
-must be served is ``BEN2_WORKER_PIPELINES``: a named pipeline whose models are missing or
-corrupt stops the worker here, with the file and the fix, instead of failing every job."""
+Settings are read and models loaded once, in :func:`start`, before the SDK takes the first
+job. A bad setting (ConfigError, naming the variable) or a pipeline named in
+``BEN2_WORKER_PIPELINES`` whose models are missing or corrupt stops the worker here, with the
+fix, instead of failing every job."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
-import os
+import platform
+import sys
 import threading
 import time
+import types
 
-from .config import Settings
-from .engines import Engines, load_cutout_engine
-from .errors import Ben2WorkerError, GpuUnavailableError
-from .pipelines import parse_pipelines, served_pipelines
+from .config import Settings, quiet_runpod_sdk
+from .engines import Engines, build_engines
+from .errors import Ben2WorkerError, ConfigError
+from .pipelines import served_pipelines
 
 log = logging.getLogger("ben2_worker")
 
@@ -26,63 +30,24 @@ _processor = None
 STARTED_AT = time.perf_counter()
 
 
-def build_engines(settings: Settings | None = None, pipelines: str | None = None) -> Engines:
-    """Load what the configured pipelines need; raise (naming the file) if a required one can't be.
-
-    With ``BEN2_WORKER_PIPELINES`` unset, every pipeline whose models are present is served;
-    a ``simple`` worker never loads (or imports) the safety stack."""
-    settings = settings or Settings.from_env()
-    required = parse_pipelines(pipelines if pipelines is not None else os.environ.get("BEN2_WORKER_PIPELINES"))
-    engines = Engines(settings=settings)
-    try:
-        engines.cutout = load_cutout_engine(settings)
-    except Ben2WorkerError as exc:
-        if required or isinstance(exc, GpuUnavailableError):  # every pipeline needs BEN2; a GPU worker its GPU
-            raise
-        log.warning("BEN2 not loaded, no pipeline can be served: %s", exc)
-    want_full = required is not None and "full" in required
-    if want_full or (required is None and _safety_models_present(settings)):
-        try:
-            load_safety_engines(engines)
-        except Ben2WorkerError as exc:
-            if want_full:
-                raise
-            log.warning("full pipeline not served: %s", exc)
-            engines.caption = engines.nudenet = engines.classifier = None
+def load_engines(settings: Settings) -> Engines:
+    """The engines ``settings.pipelines`` need (see :func:`ben2_worker.engines.build_engines`)."""
+    engines = build_engines(settings)
     served = served_pipelines(engines)
     log.info("serving pipelines: %s (models in %s)", ", ".join(served) or "none", settings.models_dir)
     return engines
 
 
-def _safety_models_present(settings: Settings) -> bool:
-    from .models.store import ModelStore
-
-    store = ModelStore(settings.models_dir)
-    return all(store.path(name).exists() for name in ("florence2", "nudenet", "llama"))
-
-
-def load_safety_engines(engines: Engines) -> None:
-    """Florence-2, NudeNet and the LLM classifier, each loaded once; any failure raises."""
-    from .runtime import thread_count
-    from .safety.caption import Captioner
-    from .safety.classifier import SafetyClassifier
-    from .safety.nudity import NudityDetector
-
-    settings = engines.settings
-    engines.nudenet = NudityDetector.from_store(settings)
-    engines.caption = Captioner.from_store(settings)
-    import torch
-
-    torch.set_num_threads(thread_count(settings.threads))  # torch's pool is global: size it to the quota
-    engines.classifier = SafetyClassifier.from_store(settings)
-
-
-def start_processor(engines: Engines | None = None):
-    """Build the job processor once (engines, workflow runner, delivery)."""
+def start_processor(engines: Engines | None = None, settings: Settings | None = None):
+    """Build the job processor once (settings, engines, workflow runner, delivery). A bad
+    setting raises ConfigError here, at start, never in a job."""
     global _processor
     from .api.jobs import JobProcessor, runpod_progress
 
-    _processor = JobProcessor(engines or build_engines(), progress=runpod_progress)
+    if engines is None:
+        engines = load_engines(settings or Settings.from_env())
+    on_platform = engines.settings.runpod.on_platform
+    _processor = JobProcessor(engines, progress=functools.partial(runpod_progress, on_platform=on_platform))
     return _processor
 
 
@@ -101,8 +66,6 @@ def _cpu_brand() -> dict:
                     return {"brand_raw": line.split(":", 1)[1].strip()}
     except OSError:
         pass
-    import platform
-
     return {"brand_raw": platform.processor() or "unknown"}
 
 
@@ -112,9 +75,6 @@ def _import_runpod() -> None:
     The SDK's debugger module calls ``cpuinfo.get_cpu_info()`` at import time only to print the
     CPU's name; that probe runs a subprocess and costs ~1.1 s of every cold start. The stand-in
     reads the same name from /proc/cpuinfo; the real module is restored for anyone else."""
-    import sys
-    import types
-
     if "runpod" in sys.modules:
         return
     saved = sys.modules.get("cpuinfo")
@@ -132,7 +92,7 @@ def _import_runpod() -> None:
 
 def preload_runpod() -> threading.Thread:
     """Import the runpod SDK in the background while the models load (see _import_runpod)."""
-    os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")  # the SDK logs whole outputs at DEBUG
+    quiet_runpod_sdk()  # the SDK logs whole outputs at DEBUG
     thread = threading.Thread(target=_import_runpod, name="import-runpod", daemon=True)
     thread.start()
     return thread
@@ -140,11 +100,15 @@ def preload_runpod() -> threading.Thread:
 
 def start() -> None:
     """Load models, then hand the handler to the runpod SDK (which reads its own --rp_* flags)."""
-    logging.basicConfig(level=os.environ.get("BEN2_WORKER_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"ben2-worker cannot start: {exc}") from None
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     importing = preload_runpod()
     try:
-        start_processor()
-    except (Ben2WorkerError, ValueError) as exc:
+        start_processor(settings=settings)
+    except Ben2WorkerError as exc:
         log.error("worker cannot start: %s", exc)
         raise SystemExit(f"ben2-worker cannot start: {exc}") from None
     importing.join()

@@ -13,18 +13,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .config import DEFAULT_SAFETY_TIMEOUT_S
 from .cutout import CutoutOptions, CutoutResult
 from .engines import Engines
-from .errors import EngineUnavailableError, InputError
+from .errors import EngineUnavailableError, InputError, StageTimeoutError
+from .options import PIPELINES
 from .timing import StageTimer
 
 if TYPE_CHECKING:
     from .safety.gate import Verdict
 
-PIPELINES = ("simple", "full")
+__all__ = ["PIPELINES", "FullResult", "SafetyOptions", "StageTimeout", "check_image", "require_pipeline",
+           "run_full", "run_simple", "served_pipelines"]
 
-#: Models each pipeline needs (names in the model manifest).
-PIPELINE_MODELS = {"simple": ("ben2",), "full": ("ben2", "florence2", "nudenet", "llama")}
+
+def pipeline_models(pipeline: str) -> list[str]:
+    """The models ``pipeline`` needs, as the model manifest declares them."""
+    from .models.store import load_manifest, models_for_pipeline
+
+    return models_for_pipeline(load_manifest(), pipeline)
 
 
 def served_pipelines(engines: Engines) -> tuple[str, ...]:
@@ -52,7 +59,7 @@ def require_pipeline(engines: Engines, pipeline: str) -> None:
         raise InputError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}", field="pipeline")
     served = served_pipelines(engines)
     if pipeline not in served:
-        needs = ", ".join(PIPELINE_MODELS[pipeline])
+        needs = ", ".join(pipeline_models(pipeline))
         raise EngineUnavailableError(
             f"pipeline {pipeline!r} is not served by this worker (it serves: {', '.join(served) or 'nothing'}); "
             f"it needs the engines for {needs}. Set BEN2_WORKER_PIPELINES and provide those models "
@@ -68,7 +75,7 @@ def run_simple(engines: Engines, images: list[np.ndarray], options: CutoutOption
 
 @dataclass(frozen=True)
 class SafetyOptions:
-    """The full pipeline's checks, defaulting to the user's full workflow (contracts §1)."""
+    """The full pipeline's checks, defaulting to the user's full workflow (docs/contracts.md#the-users-workflows)."""
 
     nudenet_threshold: float = 0.6
     block_unsafe: bool = True
@@ -77,24 +84,14 @@ class SafetyOptions:
     caption_task: str = "more_detailed_caption"
     num_beams: int = 3
     max_new_tokens: int = 256
-    #: Seconds each check may take before it counts as failed (and so blocks).
-    stage_timeout_s: float = 120.0
+    #: Seconds each check may take before it counts as failed (and so blocks);
+    #: the worker takes it from ``settings.safety_timeout_s`` (BEN2_WORKER_SAFETY_TIMEOUT).
+    stage_timeout_s: float = DEFAULT_SAFETY_TIMEOUT_S
 
     @classmethod
-    def from_env(cls, env=None) -> "SafetyOptions":
-        import os
-
-        env = os.environ if env is None else env
-        raw = env.get("BEN2_WORKER_SAFETY_TIMEOUT", "").strip()
-        if not raw:
-            return cls()
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"BEN2_WORKER_SAFETY_TIMEOUT must be a number of seconds, got {raw!r}") from None
-        if value <= 0:
-            raise ValueError(f"BEN2_WORKER_SAFETY_TIMEOUT must be positive, got {raw}")
-        return cls(stage_timeout_s=value)
+    def from_settings(cls, settings) -> SafetyOptions:
+        """The defaults with the configured stage timeout (``settings.safety_timeout_s``)."""
+        return cls(stage_timeout_s=settings.safety_timeout_s)
 
 
 @dataclass
@@ -110,8 +107,8 @@ class FullResult:
 _checks_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="safety")
 
 
-class StageTimeout(EngineUnavailableError):
-    """A safety check overran its time limit (which blocks the image)."""
+#: The old name of :class:`~ben2_worker.errors.StageTimeoutError`.
+StageTimeout = StageTimeoutError
 
 
 def _attempt(future: concurrent.futures.Future, deadline: float, limit: float, what: str):
@@ -120,7 +117,7 @@ def _attempt(future: concurrent.futures.Future, deadline: float, limit: float, w
         return future.result(timeout=max(0.0, deadline - time.perf_counter()))
     except concurrent.futures.TimeoutError:
         future.cancel()
-        return StageTimeout(f"{what} did not finish within {limit:g} s")
+        return StageTimeoutError(f"{what} did not finish within {limit:g} s")
     except Exception as exc:  # noqa: BLE001 - any failure is a verdict input: it blocks
         return exc
 
@@ -130,12 +127,13 @@ def check_image(engines: Engines, rgb: np.ndarray, safety: SafetyOptions, timer:
 
     Every failure — missing engine, exception, timeout, unparsable output — reaches the gate
     as an error and blocks (fail closed)."""
-    from .cutout import resize, smart_resize_size
+    from .cutout import working_copy
     from .safety.gate import decide
 
     t0 = time.perf_counter()
-    # The user's workflow checks the ~1 MP SmartResize output; both models shrink further anyway.
-    work = resize(rgb, smart_resize_size(rgb.shape[1], rgb.shape[0]))
+    # The user's workflow checks the ~1 MP SmartResize output: the same function makes it here
+    # and in the workflow's SmartResizeForModel node, so the checks see the same pixels.
+    work = working_copy(rgb)
 
     def caption():
         if engines.caption is None:
@@ -167,7 +165,7 @@ def check_image(engines: Engines, rgb: np.ndarray, safety: SafetyOptions, timer:
         cls_result = _attempt(_checks_pool.submit(engines.classifier.classify, caption_text),
                               time.perf_counter() + limit, limit, "the LLM classifier")
     timer.add("classify", time.perf_counter() - t1)
-    stalled = any(isinstance(r, StageTimeout) for r in (caption_text, nn_result, cls_result))
+    stalled = any(isinstance(r, StageTimeoutError) for r in (caption_text, nn_result, cls_result))
     verdict = decide(nn_result, cls_result, block_unsafe=safety.block_unsafe,
                      block_borderline=safety.block_borderline,
                      nudenet_overrides_llama=safety.nudenet_overrides_llama)

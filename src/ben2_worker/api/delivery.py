@@ -1,6 +1,6 @@
 """Where outputs go: a caller's PUT URL, the operator's S3 bucket, or base64 in the response.
 
-Response entries have worker-comfyui's shape (``{"filename", "type", "data"}``, contracts §3):
+Response entries have worker-comfyui's shape (``{"filename", "type", "data"}``, docs/contracts.md#worker-comfyui):
 
 * ``put_url`` given: the bytes are PUT there (same SSRF policy as URL inputs) and ``data`` is
   that URL without its query string (presigned URLs carry credentials there).
@@ -22,18 +22,18 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from ben2_worker.api.safe_http import BadURL, Deadline, Exchange, FetchPolicy, TransferFailed, parse_url, resolve_checked
-from ben2_worker.errors import Ben2WorkerError, InputError
+from ben2_worker.config import DEFAULT_PUT_TIMEOUT_S, S3Settings, Settings
+from ben2_worker.errors import Ben2WorkerError, ConfigError, InputError
 
-#: RunPod's limit for a /runsync result (contracts §4), in bytes of JSON.
+#: RunPod's limit for a /runsync result (docs/contracts.md#runpod), in bytes of JSON.
 RUNSYNC_LIMIT_BYTES = 20 * 10**6
 #: Presigned GET lifetime: 7 days, the SigV4 maximum (as runpod's rp_upload).
 PRESIGN_SECONDS = 7 * 24 * 3600
-DEFAULT_PUT_TIMEOUT_S = 120.0
 
 _EXTENSIONS = {"image/png": ".png", "image/webp": ".webp", "image/jpeg": ".jpg", "image/jpg": ".jpg"}
 _AWS_VIRTUAL_HOST = re.compile(
@@ -70,27 +70,28 @@ class S3Config:
         return urlsplit(self.endpoint_url).netloc
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "S3Config | None":
-        """``None`` when ``BUCKET_ENDPOINT_URL`` is unset; ``DeliveryError`` when it is set but
-        the rest is missing or contradictory (a worker must not silently fall back to base64)."""
-        endpoint = env.get("BUCKET_ENDPOINT_URL", "").strip()
-        if not endpoint:
+    def from_settings(cls, s3: S3Settings) -> "S3Config | None":
+        """``None`` when ``BUCKET_ENDPOINT_URL`` is unset; ConfigError when it is set but the
+        rest is missing or contradictory (a worker must not silently fall back to base64)."""
+        if not s3.endpoint_url:
             return None
-        missing = [name for name in ("BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY") if not env.get(name, "").strip()]
+        given = {"BUCKET_ACCESS_KEY_ID": s3.access_key_id, "BUCKET_SECRET_ACCESS_KEY": s3.secret_access_key}
+        missing = [name for name, value in given.items() if not value]
         if missing:
-            raise DeliveryError(f"BUCKET_ENDPOINT_URL is set but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not")
-        base, url_bucket, url_region = split_bucket_endpoint(endpoint)
-        name = env.get("BUCKET_NAME", "").strip()
-        if name and url_bucket and name != url_bucket:
-            raise DeliveryError(f"BUCKET_ENDPOINT_URL names the bucket {url_bucket!r} but BUCKET_NAME is {name!r}")
-        bucket = name or url_bucket
+            raise ConfigError(f"BUCKET_ENDPOINT_URL is set but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not",
+                              variable=missing[0])
+        base, url_bucket, url_region = split_bucket_endpoint(s3.endpoint_url)
+        if s3.bucket and url_bucket and s3.bucket != url_bucket:
+            raise ConfigError(f"BUCKET_ENDPOINT_URL names the bucket {url_bucket!r} but BUCKET_NAME is {s3.bucket!r}",
+                              variable="BUCKET_NAME")
+        bucket = s3.bucket or url_bucket
         if not bucket:
-            raise DeliveryError(
-                f"BUCKET_ENDPOINT_URL {endpoint} names no bucket: set BUCKET_NAME, or give the bucket "
-                "in the URL (https://host/<bucket> or https://<bucket>.s3.<region>.amazonaws.com)"
+            raise ConfigError(
+                f"BUCKET_ENDPOINT_URL {s3.endpoint_url} names no bucket: set BUCKET_NAME, or give the bucket "
+                "in the URL (https://host/<bucket> or https://<bucket>.s3.<region>.amazonaws.com)",
+                variable="BUCKET_NAME",
             )
-        region = env.get("BUCKET_REGION", "").strip() or url_region or "us-east-1"
-        return cls(base, bucket, env["BUCKET_ACCESS_KEY_ID"].strip(), env["BUCKET_SECRET_ACCESS_KEY"].strip(), region)
+        return cls(base, bucket, s3.access_key_id, s3.secret_access_key, s3.region or url_region or "us-east-1")
 
 
 def split_bucket_endpoint(endpoint_url: str) -> tuple[str, str | None, str | None]:
@@ -107,13 +108,14 @@ def split_bucket_endpoint(endpoint_url: str) -> tuple[str, str | None, str | Non
     We upload to the same bucket, with keys ``{job_id}/...`` as worker-comfyui documents."""
     parts = urlsplit(endpoint_url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DeliveryError(f"BUCKET_ENDPOINT_URL must be an http(s) URL, got {endpoint_url!r}")
+        raise ConfigError(f"BUCKET_ENDPOINT_URL must be an http(s) URL, got {endpoint_url!r}", variable="BUCKET_ENDPOINT_URL")
     if parts.query or parts.fragment or "@" in parts.netloc:
-        raise DeliveryError("BUCKET_ENDPOINT_URL must not carry credentials, a query or a fragment")
+        raise ConfigError("BUCKET_ENDPOINT_URL must not carry credentials, a query or a fragment", variable="BUCKET_ENDPOINT_URL")
     segments = [s for s in parts.path.split("/") if s]
     if len(segments) > 1:
-        raise DeliveryError(
-            f"BUCKET_ENDPOINT_URL's path must be at most one segment (the bucket), got {parts.path!r}"
+        raise ConfigError(
+            f"BUCKET_ENDPOINT_URL's path must be at most one segment (the bucket), got {parts.path!r}",
+            variable="BUCKET_ENDPOINT_URL",
         )
     host = parts.hostname
     port = f":{parts.port}" if parts.port else ""
@@ -166,22 +168,12 @@ class Delivery:
         return self.s3 is not None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Delivery":
-        """S3 when ``BUCKET_ENDPOINT_URL`` is set (with ``BUCKET_ACCESS_KEY_ID``,
-        ``BUCKET_SECRET_ACCESS_KEY``, optional ``BUCKET_NAME`` and ``BUCKET_REGION``); the PUT
-        URL policy from ``FetchPolicy.from_env``; ``BEN2_WORKER_PUT_TIMEOUT`` seconds per PUT.
-        Raises ``DeliveryError`` (S3 settings) or ``ValueError`` (a malformed number or flag)."""
-        env = os.environ if env is None else env
-        raw = env.get("BEN2_WORKER_PUT_TIMEOUT", "").strip()
-        put_timeout = DEFAULT_PUT_TIMEOUT_S
-        if raw:
-            try:
-                put_timeout = float(raw)
-            except ValueError:
-                raise ValueError(f"BEN2_WORKER_PUT_TIMEOUT must be a number of seconds, got {raw!r}") from None
-            if not 0 < put_timeout < float("inf"):
-                raise ValueError(f"BEN2_WORKER_PUT_TIMEOUT must be a positive number of seconds, got {raw!r}")
-        return cls(S3Config.from_env(env), policy=FetchPolicy.from_env(env), put_timeout_s=put_timeout)
+    def from_settings(cls, settings: Settings) -> "Delivery":
+        """S3 when ``BUCKET_ENDPOINT_URL`` is set, the PUT URL policy of URL inputs, and
+        ``BEN2_WORKER_PUT_TIMEOUT`` seconds per PUT, as config.py read them. Raises ConfigError
+        for S3 settings that do not fit together."""
+        return cls(S3Config.from_settings(settings.s3), policy=FetchPolicy.from_settings(settings.urls),
+                   put_timeout_s=settings.put_timeout_s)
 
     def deliver(self, job_id: str, artifact: Artifact, *, put_url: str | None = None, field: str = "put_url") -> dict:
         """Deliver one output; returns its response entry ``{"filename", "type", "data"}``.
@@ -286,9 +278,25 @@ class Delivery:
         return {"filename": artifact.filename, "type": "s3_url", "data": url}
 
 
+def json_size(value: Any) -> int:
+    """``len(json.dumps(value))`` (ASCII, so also its size in bytes) without building the text:
+    a response's base64 images are counted by length instead of being copied into one string."""
+    if isinstance(value, str):
+        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return len(value) + 2
+        return len(json.dumps(value))
+    if isinstance(value, dict):
+        items = [(k if isinstance(k, str) else None, k, v) for k, v in value.items()]
+        keys = sum(json_size(s) if s is not None else len(json.dumps({k: 0})) - 5 for s, k, _ in items)
+        return 2 + keys + sum(2 + json_size(v) for _, _, v in items) + 2 * max(0, len(items) - 1)
+    if isinstance(value, (list, tuple)):
+        return 2 + sum(json_size(v) for v in value) + 2 * max(0, len(value) - 1)
+    return len(json.dumps(value))
+
+
 def response_size_check(payload: dict, limit_bytes: int = RUNSYNC_LIMIT_BYTES) -> None:
     """Raise ``DeliveryError`` when ``payload`` as JSON is larger than ``limit_bytes``."""
-    size = len(json.dumps(payload).encode("utf-8"))
+    size = json_size(payload)
     if size > limit_bytes:
         decimals = 1
         while round(size / 1e6, decimals) <= limit_bytes / 1e6 and decimals < 6:

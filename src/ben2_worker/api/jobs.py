@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from ..budget import Budget, JobBudget, bounded_error, clip_text
-from ..cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
+from ..cutout import CutoutOptions, parse_background
 from ..engines import Engines
 from ..errors import Ben2WorkerError, InputError
 from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
@@ -25,20 +24,9 @@ from . import schemas
 
 log = logging.getLogger(__name__)
 
-DEFAULT_JOB_TIMEOUT_S = 300.0
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 ProgressFn = Callable[[str], None]
-
-
-def _job_timeout(env=os.environ) -> float:
-    raw = env.get("BEN2_WORKER_JOB_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_JOB_TIMEOUT_S
-    value = float(raw)
-    if value <= 0:
-        raise ValueError(f"BEN2_WORKER_JOB_TIMEOUT must be positive, got {raw}")
-    return value
 
 
 class JobProcessor:
@@ -60,10 +48,11 @@ class JobProcessor:
 
         self.engines = engines
         self._runner = runner
-        self.delivery = delivery or Delivery.from_env()
-        self.fetch_policy = fetch_policy or FetchPolicy.from_env()
-        self.job_timeout_s = job_timeout_s or _job_timeout()
-        self.safety = safety or SafetyOptions.from_env()
+        settings = engines.settings  # read once at start (config.py); nothing here reads the environment
+        self.delivery = delivery or Delivery.from_settings(settings)
+        self.fetch_policy = fetch_policy or FetchPolicy.from_settings(settings.urls)
+        self.job_timeout_s = job_timeout_s or settings.job_timeout_s
+        self.safety = safety or SafetyOptions.from_settings(settings)
         self._progress = progress
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
         self._job_state = threading.local()
@@ -119,16 +108,16 @@ class JobProcessor:
             from .delivery import response_size_check
 
             if "error" in response:  # e.g. one detail per bad upload: bounded like any error
-                response = bounded_error(response, self.engines.settings.max_error_bytes)
+                response = bounded_error(response, self.engines.settings.budget.max_error_bytes)
             response_size_check(response)
             return response
         except Ben2WorkerError as exc:
             # Bounded, and never the request's data: messages name fields, not their contents.
             log.info("job %s refused: %s", job_id, clip_text(str(exc), 300))
-            return bounded_error(_error_response(exc), self.engines.settings.max_error_bytes)
+            return bounded_error(_error_response(exc), self.engines.settings.budget.max_error_bytes)
         except Exception as exc:  # a bug: report it, keep serving
             log.exception("job %s failed", job_id)
-            return bounded_error({"error": f"internal error: {type(exc).__name__}: {exc}"}, self.engines.settings.max_error_bytes)
+            return bounded_error({"error": f"internal error: {type(exc).__name__}: {exc}"}, self.engines.settings.budget.max_error_bytes)
 
     def _budget(self) -> JobBudget:
         from .delivery import RUNSYNC_LIMIT_BYTES
@@ -141,7 +130,7 @@ class JobProcessor:
     def _workflow_job(self, job_id: str, data: dict, progress: ProgressFn) -> dict:
         workflow, image_specs = schemas.parse_comfy_request(data)
         progress("validating workflow")
-        graph = self.runner.prepare(workflow)  # everything is checked before anything runs
+        plan = self.runner.prepare(workflow)  # everything is checked once, before anything runs
         images: dict[str, bytes] = {}
         problems = []
         for i, spec in enumerate(image_specs):
@@ -155,7 +144,7 @@ class JobProcessor:
         from ..workflow import ContentBlockedError
 
         try:
-            result = self.runner.run(graph, images, progress=progress, budget=self._budget())
+            result = self.runner.run(plan, images, progress=progress, budget=self._budget())
         except ContentBlockedError as exc:  # not a crash: the gate did its job
             progress("blocked by the safety gate")
             return {"status": "blocked", "images": [],
@@ -212,14 +201,15 @@ class JobProcessor:
                 budget.decode(field, raw)
                 decoded.append(decode_image(raw, max_pixels=self.engines.settings.max_pixels, name=field).rgb)
         for i, rgb in enumerate(decoded):  # every output counted before any is computed
-            for kind in ("cut-out", "mask")[: 2 if request.output.mask else 1]:
+            for kind in ("cut-out", "mask")[: 2 if request.output.return_mask else 1]:
                 budget.output(f"image {i} {kind}", rgb.shape[1], rgb.shape[0])
         if request.pipeline == "full":
             progress(f"checking {len(decoded)} image(s): caption, NudeNet, classifier, gate")
             full = run_full(self.engines, decoded, options, self.safety)
         else:
             progress(f"cutting out {len(decoded)} image(s)")
-            full = [FullResult(verdict=None, caption=None, cutout=r, timings=StageTimer())
+            # The cut-out's own stage timings (inference, matte, upscale, compose) travel with it.
+            full = [FullResult(verdict=None, caption=None, cutout=r, timings=r.timings)
                     for r in run_simple(self.engines, decoded, options)]
         if self.engines.settings.log_private:  # BEN2_WORKER_LOG_PRIVATE=1: debugging only
             for i, (item, res) in enumerate(zip(items, full)):
@@ -252,7 +242,7 @@ class JobProcessor:
             entry.update({"status": "allowed" if res.verdict is not None else "success", "width": w, "height": h})
             if result.crop_box is not None:
                 entry["crop_box"] = list(result.crop_box)
-            if request.output.mask:
+            if request.output.return_mask:
                 with t("encode"):
                     mask_png = encode_image(result.alpha, "png")
                 budget.encoded(f"image {i} mask", len(mask_png), inline=item.mask_put_url is None)
@@ -290,17 +280,10 @@ def _put_field(request: schemas.SimpleRequest, index: int, name: str) -> str:
 
 def _cutout_options(output: schemas.OutputOptions) -> CutoutOptions:
     try:
-        background = parse_background(output.background)
+        parse_background(output.background)
     except InputError as exc:
         raise InputError(f"input.output.background: {exc}", field="output.background") from None
-    return CutoutOptions(
-        matte=MatteOptions(sensitivity=output.sensitivity, mask_blur=output.mask_blur, mask_offset=output.mask_offset),
-        background=background,
-        mask_only=output.mask_only,
-        crop=output.crop,
-        crop_margin=CropMargin.parse(output.crop_margin),
-        refine=output.refine,
-    )
+    return CutoutOptions.from_values(output.model_dump())
 
 
 def _error_response(exc: Ben2WorkerError) -> dict:
@@ -311,9 +294,9 @@ def _error_response(exc: Ben2WorkerError) -> dict:
     return response
 
 
-def runpod_progress(job: dict, message: str) -> None:
-    """progress_update on RunPod; a log line elsewhere (the SDK's call needs the platform)."""
-    if os.environ.get("RUNPOD_POD_ID") or os.environ.get("RUNPOD_WEBHOOK_PING"):
+def runpod_progress(job: dict, message: str, *, on_platform: bool = False) -> None:
+    """progress_update on RunPod (``settings.runpod.on_platform``); a log line everywhere."""
+    if on_platform:
         import runpod
 
         runpod.serverless.progress_update(job, message)

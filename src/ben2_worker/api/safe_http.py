@@ -33,12 +33,35 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from ben2_worker import __version__
-from ben2_worker.config import env_int
 from ben2_worker.errors import InputError
+
+if TYPE_CHECKING:
+    from ben2_worker.config import UrlSettings
+
+__all__ = [
+    # for callers: the policy and the two checked operations
+    "DEFAULT_MAX_BYTES",
+    "FetchPolicy",
+    "check_url",
+    "fetch_url",
+    "refusal_reason",
+    # for other transfers over the same checks (api/delivery.py's PUT uploads)
+    "USER_AGENT",
+    "BadURL",
+    "Deadline",
+    "Exchange",
+    "Target",
+    "TimedOut",
+    "TransferFailed",
+    "parse_url",
+    "resolve_checked",
+    "shown_url",
+]
 
 USER_AGENT = f"ben2-worker/{__version__}"
 DEFAULT_MAX_BYTES = 50 * 2**20
@@ -70,17 +93,9 @@ class FetchPolicy:
     allow_private: bool = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "FetchPolicy":
-        """``BEN2_WORKER_URL_MAX_BYTES``, ``BEN2_WORKER_URL_TIMEOUT`` (seconds),
-        ``BEN2_WORKER_URL_ALLOW_HTTP`` and ``BEN2_WORKER_URL_ALLOW_PRIVATE`` (``1``/``0``; for
-        tests and private deployments). Raises ``ValueError`` naming a malformed variable."""
-        env = os.environ if env is None else env
-        return cls(
-            max_bytes=env_int(env, "BEN2_WORKER_URL_MAX_BYTES", DEFAULT_MAX_BYTES),
-            timeout_s=_env_seconds(env, "BEN2_WORKER_URL_TIMEOUT", cls.timeout_s),
-            allow_http=_env_bool(env, "BEN2_WORKER_URL_ALLOW_HTTP"),
-            allow_private=_env_bool(env, "BEN2_WORKER_URL_ALLOW_PRIVATE"),
-        )
+    def from_settings(cls, urls: UrlSettings) -> "FetchPolicy":
+        """The policy the operator configured (``BEN2_WORKER_URL_*``, read by config.py)."""
+        return cls(**asdict(urls))
 
 
 def fetch_url(url: str, policy: FetchPolicy = FetchPolicy(), *, field: str = "image") -> bytes:
@@ -109,7 +124,7 @@ def fetch_url(url: str, policy: FetchPolicy = FetchPolicy(), *, field: str = "im
                     raise TransferFailed(f"{target.shown} answered HTTP {status} {response.reason}".rstrip())
                 return exchange.read_body(policy.max_bytes)
         raise BadURL(
-            f"too many redirects (more than {policy.max_redirects}) starting at {_shown(first)}"
+            f"too many redirects (more than {policy.max_redirects}) starting at {shown_url(first)}"
         )
     except (BadURL, TransferFailed) as exc:
         raise InputError(str(exc), field=field) from None
@@ -125,7 +140,8 @@ def check_url(url: str, policy: FetchPolicy = FetchPolicy(), *, field: str = "im
 
 
 # ------------------------------------------------------------------------------------------
-# Machinery shared with delivery.py (module-private to the api package).
+# The transfer machinery, public (see __all__) so other transfers (delivery.py's PUT uploads)
+# go through the same scheme, address, deadline and size checks.
 
 
 class BadURL(Exception):
@@ -185,7 +201,7 @@ def parse_url(url: str, policy: FetchPolicy) -> Target:
     if scheme not in allowed:
         if scheme == "http":
             raise BadURL(
-                f"only https URLs are accepted, got {_shown(url)} "
+                f"only https URLs are accepted, got {shown_url(url)} "
                 "(plain http is refused unless BEN2_WORKER_URL_ALLOW_HTTP=1)"
             )
         got = f"a {scheme!r} URL" if scheme else "a URL without a scheme"
@@ -194,16 +210,16 @@ def parse_url(url: str, policy: FetchPolicy) -> Target:
         raise BadURL("URLs with credentials (user@host) are not accepted")
     host = parts.hostname
     if not host:
-        raise BadURL(f"the URL {_shown(url)} has no host")
+        raise BadURL(f"the URL {shown_url(url)} has no host")
     try:
         port = parts.port
     except ValueError:
-        raise BadURL(f"the URL {_shown(url)} has an invalid port") from None
+        raise BadURL(f"the URL {shown_url(url)} has an invalid port") from None
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
-            raise BadURL(f"the host name in {_shown(url)} is not a valid internationalised domain name") from None
+            raise BadURL(f"the host name in {shown_url(url)} is not a valid internationalised domain name") from None
     port = port or (443 if scheme == "https" else 80)
     path = parts.path or "/"
     request_target = path + (f"?{parts.query}" if parts.query else "")
@@ -344,15 +360,17 @@ _ssl_contexts: dict[tuple, ssl.SSLContext] = {}
 
 
 def _ssl_context() -> ssl.SSLContext:
-    """The default verifying context (system CAs; honours SSL_CERT_FILE/SSL_CERT_DIR), with
-    certifi's bundle as a fallback when the image ships no CA store."""
-    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    """The default verifying context (system CAs; OpenSSL itself honours SSL_CERT_FILE and
+    SSL_CERT_DIR), with certifi's bundle as a fallback when the image ships no CA store. One
+    context per set of CA locations, as ``ssl`` reports them."""
+    where = ssl.get_default_verify_paths()
+    key = (where.cafile, where.capath)
     with _ssl_lock:
         context = _ssl_contexts.get(key)
         if context is None:
             context = ssl.create_default_context()
             if context.cert_store_stats().get("x509_ca", 0) == 0:
-                capath = ssl.get_default_verify_paths().capath
+                capath = where.capath
                 if not (capath and os.path.isdir(capath) and os.listdir(capath)):
                     try:
                         import certifi
@@ -509,7 +527,7 @@ class Exchange:
             return ""
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """``url`` without credentials, query or fragment, for messages."""
     try:
         parts = urlsplit(url.strip())
@@ -525,25 +543,3 @@ def _size(n: int) -> str:
     if n >= 1024:
         return f"{n / 1024:.4g} KiB"
     return f"{n} bytes"
-
-
-def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a positive number of seconds, got {raw!r}")
-    return value
-
-
-def _env_bool(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from .. import options
 from ..errors import InputError
 
 #: Images one simple-API request may carry: bounds the memory a single job can take.
@@ -87,27 +88,19 @@ def decode_base64_image(value: str, *, field: str) -> bytes:
 
 # ---------------------------------------------------------------------------- simple task API
 
-Format = Literal["png", "webp", "jpg", "jpeg"]
-
-
-class OutputOptions(BaseModel):
-    """How the cut-out comes back. Names follow what users of hosted cut-out APIs look for."""
-
+class _OutputBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format: Format = Field("png", description="png, webp or jpg (jpg has no alpha: composited over `background`, white by default)")
-    background: str = Field("none", description="none (transparent), white, black, red, green, blue or a hex colour like #F3FFFF")
-    mask: bool = Field(False, description="also return the matte as a greyscale PNG")
-    mask_only: bool = Field(False, description="return only the matte instead of the cut-out")
-    crop: bool = Field(False, description="crop to the subject")
-    crop_margin: str | int | float = Field(0, description="margin when cropping: pixels (20) or percent ('5%')")
-    refine: bool = Field(False, description="estimate foreground colours at the edges (no background halo)")
-    quality: Annotated[int, Field(ge=1, le=100)] | None = Field(None, description="JPEG/WebP quality")
-    sensitivity: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
-    mask_blur: Annotated[int, Field(ge=0, le=64)] = 0
-    mask_offset: Annotated[int, Field(ge=-64, le=64)] = 0
-    put_url: str | None = Field(None, description="presigned PUT URL for the cut-out (single-image requests)")
-    mask_put_url: str | None = Field(None, description="presigned PUT URL for the matte")
+    @property
+    def mask(self) -> bool:
+        """The old name of ``return_mask`` (still accepted in requests)."""
+        return self.return_mask  # type: ignore[attr-defined]
+
+
+#: How the cut-out comes back: every field derived from :data:`ben2_worker.options.OUTPUT_OPTIONS`
+#: (type, range, default, description, old names accepted as aliases).
+OutputOptions = create_model("OutputOptions", __base__=_OutputBase, **options.pydantic_fields("api"))
+OutputOptions.__doc__ = "How the cut-out comes back; declared in ben2_worker.options (docs/options.md)."
 
 
 class ImageItem(BaseModel):
@@ -125,7 +118,7 @@ class SimpleRequest(BaseModel):
 
     image: str | None = Field(None, description="base64, data URI or https URL")
     images: list[str | ImageItem] | None = Field(None, description=f"a batch, at most {MAX_IMAGES_PER_REQUEST}")
-    pipeline: Literal["simple", "full"] = "simple"
+    pipeline: Literal[options.PIPELINES] = "simple"  # type: ignore[valid-type]
     output: OutputOptions = Field(default_factory=OutputOptions)
 
     @field_validator("images")

@@ -17,6 +17,7 @@ from .endpoint import endpoint_app
 from ..models.cli import models_app
 from .selfcheck import selfcheck
 from .workflow import workflow_app
+from .. import options
 from ..config import Settings
 from ..engines import load_cutout_engine, model_path
 from ..errors import Ben2WorkerError, InputError
@@ -52,43 +53,31 @@ class RunSummary:
 
 
 @app.command()
+@options.typer_options("cli")
 def remove(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the cut-outs.")] = Path("cutouts"),
-    format: Annotated[str, typer.Option("--format", "-f", help="png, webp or jpg.")] = "png",
-    background: Annotated[str, typer.Option("--background", "-b", help="none (transparent), white, black, red, green, blue or a hex colour such as #F3FFFF.")] = "none",
-    mask: Annotated[bool, typer.Option("--mask", help="Write the matte (greyscale alpha) instead of the cut-out.")] = False,
-    crop: Annotated[bool, typer.Option("--crop", help="Crop to the subject.")] = False,
-    crop_margin: Annotated[str, typer.Option("--crop-margin", help="Margin around the subject when cropping: pixels (20) or percent (5%).")] = "0",
-    refine: Annotated[bool, typer.Option("--refine", help="Estimate foreground colours at the edges so no background halo shows.")] = False,
-    sensitivity: Annotated[float, typer.Option(min=0.0, max=1.0, help="As the ComfyUI node: alpha x (2 - sensitivity).")] = 1.0,
-    mask_blur: Annotated[int, typer.Option(min=0, max=64, help="Gaussian blur of the matte (pixels at ~1 MP).")] = 0,
-    mask_offset: Annotated[int, typer.Option(min=-64, max=64, help="Grow (+) or shrink (-) the matte by this many pixels at ~1 MP.")] = 0,
-    quality: Annotated[Optional[int], typer.Option(min=1, max=100, help="JPEG/WebP quality (default 92 JPEG, 90 WebP); WebP with transparency is lossless when not given.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=64, help="Images per model run (used as one batch when the model's batch axis allows).")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     models_dir: Annotated[Optional[Path], typer.Option(help="Models folder (default: $BEN2_WORKER_MODELS or ./models).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log model loading and per-image timings.")] = False,
+    **opts,
 ) -> None:
-    """Cut the background out of images; outputs keep the input's full resolution."""
-    from ..cutout import CropMargin, CutoutOptions, MatteOptions, parse_background
+    """Cut the background out of images; outputs keep the input's full resolution.
+
+    The cut-out options are the task API's ``output`` options (docs/options.md)."""
+    from ..cutout import CutoutOptions
     from ..files import atomic_write, discover_inputs, output_path, read_input
     from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        fmt = normalize_format(format)
-        options = CutoutOptions(
-            matte=MatteOptions(sensitivity=sensitivity, mask_blur=mask_blur, mask_offset=mask_offset),
-            background=parse_background(background),
-            mask_only=mask,
-            crop=crop,
-            crop_margin=CropMargin.parse(crop_margin),
-            refine=refine,
-        )
+        fmt = normalize_format(opts["format"])
+        options = CutoutOptions.from_values(opts)
     except (InputError, ValueError) as exc:
         raise _fail(str(exc))
+    mask, quality = opts["mask_only"], opts["quality"]
 
     inputs, problems = discover_inputs(paths)
     for problem in problems:
@@ -155,6 +144,9 @@ def remove(
                         data = encode_image(result.image, fmt, quality=quality, background=options.background or (255, 255, 255))
                     with timer("write"):
                         atomic_write(dest, data, overwrite=overwrite)
+                        if opts["return_mask"] and not mask:
+                            atomic_write(output_path(output, item, ".png", "-mask"), encode_image(result.alpha, "png"),
+                                         overwrite=overwrite)
                 except (Ben2WorkerError, OSError) as exc:
                     console.print(f"[red]failed:[/] {item.path}: {exc}", highlight=False, soft_wrap=True)
                     summary.failed += 1

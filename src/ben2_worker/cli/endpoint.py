@@ -9,7 +9,6 @@ Mounted by the main CLI with ``app.add_typer(endpoint_app, name="endpoint")``. E
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..config import DEFAULT_API_KEY_VARIABLE, secret_from_env
 from ..ops.endpoint import cases as case_mod
 from ..ops.endpoint import prices
 from ..ops.endpoint.client import DEFAULT_BASE_URL, EndpointClient, endpoint_url, is_loopback
@@ -56,7 +56,7 @@ def _split(value: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]
 @endpoint_app.command("test")
 def test(
     endpoint_id: Annotated[str | None, typer.Option("--endpoint-id", help="RunPod endpoint id. Leave out to use --base-url as the endpoint itself (e.g. http://127.0.0.1:8000 for `ben2-worker serve`).")] = None,
-    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the RunPod API key (never printed or written).")] = "RUNPOD_API_KEY",
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the RunPod API key (never printed or written).")] = DEFAULT_API_KEY_VARIABLE,
     base_url: Annotated[str, typer.Option("--base-url", help="RunPod's API root; the endpoint is {base-url}/{endpoint-id}.")] = DEFAULT_BASE_URL,
     runs: Annotated[int, typer.Option("--runs", min=1, max=100, help="Requests per case and mode (the first request of the test is the cold one).")] = 3,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: ./endpoint-report-<UTC time>).")] = None,
@@ -94,7 +94,7 @@ def test(
         raise _fail(str(exc)) from None
     if endpoint_id is None and base_url.rstrip("/") == DEFAULT_BASE_URL:
         raise _fail("give --endpoint-id (or --base-url pointing at a local server such as http://127.0.0.1:8000)")
-    api_key = os.environ.get(api_key_env, "").strip() or None
+    api_key = secret_from_env(api_key_env)
     if api_key is None and not is_loopback(url):
         raise _fail(f"${api_key_env} is not set; export your RunPod API key there (or name another variable with --api-key-env)")
     try:

@@ -12,7 +12,6 @@ Exit codes: 0 nothing failed (warnings allowed), 1 a check failed, 2 a usage err
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,21 +21,22 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ben2_worker.config import Settings
+from ben2_worker.models.store import load_manifest
 from ben2_worker.ops.selfcheck import FAIL, OK, SKIP, WARN, Report, SelfcheckOptions, parse_pipelines_option, run_selfcheck
 
 _STYLE = {OK: "green", WARN: "yellow", FAIL: "bold red", SKIP: "dim"}
 
 
-def _console(stderr: bool = False) -> Console:
+def _console(stderr: bool = False, columns: int | None = None) -> Console:
     # Build logs are not terminals: give the table room instead of rich's 80 columns.
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 160
+    width = None if sys.stdout.isatty() else columns or 160
     return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width, emoji=False)
 
 
-def _default_workflows() -> list[Path]:
-    env = os.environ.get("BEN2_WORKER_WORKFLOWS", "").strip()
-    if env:
-        return [Path(p) for p in env.split(os.pathsep) if p]
+def _default_workflows(settings: Settings) -> list[Path]:
+    if settings.workflows:
+        return list(settings.workflows)
     here = Path("workflows")
     return [here] if here.is_dir() else []
 
@@ -70,20 +70,19 @@ def selfcheck(
     """Check that this install can serve: model checksums, onnxruntime providers, workflow node types, workflows."""
     err = _console(stderr=True)
     try:
-        from ben2_worker.config import Settings
-        from ben2_worker.models.store import load_manifest
-
-        chosen = parse_pipelines_option(pipelines if pipelines is not None else (os.environ.get("BEN2_WORKER_PIPELINES") or None))
+        settings = Settings.from_env()
+        chosen = parse_pipelines_option(pipelines if pipelines is not None else settings.pipelines)
         if models_dir is None:
-            models_dir = Settings.from_env().models_dir
+            models_dir = settings.models_dir
         specs = load_manifest(manifest) if manifest is not None else None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
     opts = SelfcheckOptions(
         models_dir=models_dir,
         pipelines=chosen,
-        workflows=tuple(workflows) if workflows else tuple(_default_workflows()),
+        workflows=tuple(workflows) if workflows else tuple(_default_workflows(settings)),
+        providers=settings.providers,
         comfyui=comfyui,
         require_gpu=require_gpu,
         image_build=image_build,
@@ -93,7 +92,7 @@ def selfcheck(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
-        render(report, _console())
+        render(report, _console(columns=settings.columns))
         for c in report.failures:  # once more, one line each: greppable in CI and build logs
             err.print(f"FAIL {c.section}: {c.item}: {c.detail} -- fix: {c.fix}", markup=False, soft_wrap=True)
         err.print(report.summary_line(), markup=False)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +19,7 @@ from rich.console import Console
 
 from ben2_worker.config import Settings
 from ben2_worker.engines import Engines
+from ben2_worker.files import atomic_write
 from ben2_worker.workflow import NODE_TYPES, WorkflowRunner, WorkflowValidationError, is_ui_workflow, ui_to_api
 
 workflow_app = typer.Typer(
@@ -66,19 +65,6 @@ def _runner(models_dir: Path | None, check_models: bool) -> WorkflowRunner:
     return WorkflowRunner(Engines(settings=settings), check_models=check_models)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @workflow_app.command()
 def convert(
     ui_file: Annotated[Path, typer.Argument(help="A UI-format workflow (ComfyUI's Save / Export).", show_default=False)],
@@ -101,7 +87,7 @@ def convert(
         typer.echo(text, nl=False)
         return
     try:
-        _write_atomic(output, text)
+        atomic_write(output, text.encode("utf-8"), overwrite=True)
     except OSError as exc:
         raise _fail(f"cannot write {output}: {exc.strerror or exc}") from None
     _err.print(f"wrote {output} ({len(api)} nodes)", markup=False)

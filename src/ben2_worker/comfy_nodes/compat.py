@@ -19,10 +19,11 @@ names (e.g. the user's original pack, still installed): ComfyUI would keep which
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import engines
 
 log = logging.getLogger("ben2_worker.comfy")
 
@@ -31,7 +32,6 @@ GROUPS = {
     "kijai/ComfyUI-Florence2": ("Florence2ModelLoader", "Florence2Run"),
     "pysssss/ComfyUI-Custom-Scripts": ("ShowText|pysssss",),
 }
-MODES = ("auto", "always", "never")
 _SKIP_DIRS = {".git", "__pycache__", "node_modules", "web", "js", "docs", "tests", "test", "venv", ".venv"}
 _MAX_FILES, _MAX_BYTES = 400, 2_000_000
 
@@ -44,11 +44,8 @@ class Decision:
 
 
 def _mode() -> str:
-    mode = os.environ.get("BEN2_COMFY_COMPAT_NODES", "auto").strip().lower() or "auto"
-    if mode not in MODES:
-        log.warning("BEN2_COMFY_COMPAT_NODES=%r is not one of %s; using auto", mode, ", ".join(MODES))
-        mode = "auto"
-    return mode
+    """``BEN2_COMFY_COMPAT_NODES`` (auto, always, never), as config.py read it."""
+    return engines.settings().comfy_compat_nodes
 
 
 def _custom_node_dirs() -> list[Path]:

@@ -1,23 +1,22 @@
-"""The engines the pack's nodes run on: the worker's own classes (``CutoutEngine`` over
-``Ben2Model``, ``NudityDetector``, ``SafetyClassifier``, ``Captioner``), each built lazily on
-first use and cached for the life of the ComfyUI process, keyed by the model file (plus the
-load options that change what gets loaded: BEN2's provider, Llama's n_ctx/n_gpu_layers,
-Florence-2's precision/attention).
+"""The engines the pack's nodes run on, built by the worker's engine factory
+(:mod:`ben2_worker.engines`) from ComfyUI's model folders, each lazily on first use and cached
+for the life of the ComfyUI process, keyed by the model file's stamp (path, size, mtime) plus
+the load options that change what gets loaded (BEN2's provider, Llama's n_ctx/n_gpu_layers,
+Florence-2's precision/attention): a replaced model file is loaded again.
 
 Optional engines import their library only when built; a missing library is an
 :class:`EngineUnavailableError` saying what to install into ComfyUI's Python."""
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import importlib
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import engines as factory
 from ..config import Settings
 from ..engines import Engines
 from ..errors import EngineUnavailableError
@@ -120,34 +119,38 @@ def cached_count() -> int:
 
 
 # ----------------------------------------------------------------------------- builders
+# Each builder finds its file with ComfyUI's folders, then hands the building to the worker's
+# engine factory (ben2_worker.engines); what stays here is ComfyUI's per-process cache, keyed on
+# the model file's stamp so a replaced file is loaded again (and IS_CHANGED can use the stamp).
+
+
+def model_stamp(path: Path) -> tuple:
+    """``(path, size, mtime_ns)``: what identifies a loaded model file (a folder: its newest file)."""
+    path = Path(path)
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+        return str(path), sum(p.stat().st_size for p in files), max((p.stat().st_mtime_ns for p in files), default=0)
+    return _stamp(path)
+
+
+def _folders():
+    return paths.model_folders(settings())
 
 
 def cutout(provider: str):
     """BEN2 on the provider the node's widget asks for (``CPU``/``CUDA``/``DirectML``)."""
     require("onnxruntime", "BEN2_ONNX_RemoveBg")
-    s = settings()
-    path = paths.ben2_path(s)
+    s, folders = settings(), _folders()
+    path = factory.model_file("ben2", s, folders)
     providers = PROVIDERS.get(str(provider), "auto")
-
-    def build():
-        from ..ben2 import Ben2Model
-        from ..cutout import CutoutEngine
-        from ..engines import load_cutout_engine
-
-        wanted = dataclasses.replace(s, providers=providers)
-        root = paths.store_root(path, f"{paths.BEN2_FOLDER}/{paths.BEN2_FILE}", s)
-        if root is not None:  # the worker's own loader: pinned checksum, stamps, custom-model switch
-            return load_cutout_engine(wanted, root)
-        checked = paths.verified("ben2", path, s)
-        return CutoutEngine(Ben2Model(checked, providers=providers, threads=s.threads), input_scaling=s.input_scaling)
-
-    return _cached(("cutout", *_stamp(path), providers), build)
+    return _cached(("cutout", *_stamp(path), providers),
+                   lambda: factory.load_cutout_engine(s, folders=folders, providers=providers))
 
 
 def nudenet_providers(s: Settings) -> str:
     """BEN2_WORKER_PROVIDERS when set; else CUDA when this onnxruntime has it, else CPU (not the
     worker's ``auto``, which tries TensorRT first: noisy in a ComfyUI without TensorRT)."""
-    if os.environ.get("BEN2_WORKER_PROVIDERS", "").strip():
+    if s.providers != "auto":
         return s.providers
     ort = require("onnxruntime", "NudeNetSafetyChecker")
     return "cuda,cpu" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
@@ -155,33 +158,24 @@ def nudenet_providers(s: Settings) -> str:
 
 def nudenet():
     require("onnxruntime", "NudeNetSafetyChecker")
-    s = settings()
-    path = paths.nudenet_path(s)
+    s, folders = settings(), _folders()
+    path = factory.model_file("nudenet", s, folders)
     providers = nudenet_providers(s)
-
-    def build():
-        from ..safety.nudity import NudityDetector
-
-        return NudityDetector(paths.verified("nudenet", path, s), providers=providers, threads=s.threads)
-
-    return _cached(("nudenet", *_stamp(path), providers), build)
+    return _cached(("nudenet", *_stamp(path), providers),
+                   lambda: factory.load_nudity_engine(s, folders, providers=providers))
 
 
 def classifier(model_path: str, n_ctx: int, n_gpu_layers: int, *, node: str, pinned: bool):
     """The Llama GGUF the widget names (by file name). ``pinned``: the safety classifier only
     runs the pinned, evaluated model (another GGUF needs BEN2_WORKER_ALLOW_CUSTOM_MODELS=1)."""
     require("llama_cpp", node)
-    s = settings()
-    path = paths.gguf_path(model_path, s)
+    s, folders = settings(), _folders()
+    path = folders.gguf(model_path)
     if pinned:
-        path = paths.verified("llama", path, s)
-
-    def build():
-        from ..safety.classifier import SafetyClassifier
-
-        return SafetyClassifier(path, n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers), threads=s.threads)
-
-    return _cached(("classifier", *_stamp(path), int(n_ctx), int(n_gpu_layers)), build)
+        path = factory.checked_model("llama", path, s, folders)
+    return _cached(("classifier", *_stamp(path), int(n_ctx), int(n_gpu_layers)),
+                   lambda: factory.load_classifier_engine(s, folders, path=path, pinned=False, n_ctx=int(n_ctx),
+                                                          n_gpu_layers=int(n_gpu_layers)))
 
 
 def require_florence(node: str = "Florence2ModelLoader") -> None:
@@ -190,15 +184,11 @@ def require_florence(node: str = "Florence2ModelLoader") -> None:
 
 def captioner(folder: Path, precision: str, attention: str):
     require_florence()
-    s = settings()
-    checked = paths.verified("florence2", Path(folder), s)
-
-    def build():
-        from ..safety.caption import Captioner
-
-        return Captioner(checked, device="auto", dtype=precision, attention=attention)
-
-    return _cached(("caption", str(checked), precision, attention), build)
+    s, folders = settings(), _folders()
+    checked = factory.checked_model("florence2", Path(folder), s, folders)
+    return _cached(("caption", *model_stamp(checked), precision, attention),
+                   lambda: factory.load_caption_engine(s, folders, path=checked, device="auto", dtype=precision,
+                                                       attention=attention))
 
 
 def engines_with(**parts: Any) -> Engines:

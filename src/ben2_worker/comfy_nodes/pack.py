@@ -11,16 +11,17 @@ process-wide cache (``engines``) and calls the very executor the native runner c
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
+import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineUnavailableError, InputError
+from ..errors import Ben2WorkerError, EngineUnavailableError, InputError
+from ..files import atomic_write
 from ..workflow import nodes as wf
 from ..workflow.spec import MISSING, NodeSpec
-from ..workflow.values import Florence2ModelRef
+from ..workflow.values import Florence2ModelRef, VerdictJSON, verdict_object
+from .. import engines as factory
 from . import engines, paths
 from .tensors import images_in, images_out, masks_out
 
@@ -74,25 +75,6 @@ def _ctx(**parts: Any) -> wf.RunContext:
     return wf.RunContext(engines=engines.engines_with(**parts), images={})
 
 
-def write_new_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file, all or nothing, never replacing an existing one. (Not
-    ``files.atomic_write``: it needs ``os.fchmod``, which Windows Pythons before 3.13 lack, and
-    ComfyUI desktop/portable installs are Windows with Python 3.12.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        tmp.write_bytes(data)
-        try:
-            os.link(tmp, path)  # fails if the name exists: no check-then-write race
-        except FileExistsError:
-            raise FileExistsError(f"{path} already exists; not replacing it") from None
-        except OSError:  # a file system without hard links
-            with open(path, "xb") as fh:
-                fh.write(data)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _check_interrupt() -> None:
     """Let ComfyUI's cancel button stop a batch between images."""
     try:
@@ -113,6 +95,41 @@ def _each(values: list, fn) -> list:
     return out
 
 
+def model_files(class_type: str, values: dict) -> list[Path]:
+    """The model files a node of ``class_type`` runs on, for these input values (empty for
+    nodes without a model). Raises ModelError when they cannot be found."""
+    s = engines.settings()
+    folders = paths.model_folders(s)
+    if class_type == "BEN2_ONNX_RemoveBg":
+        return [factory.model_file("ben2", s, folders)]
+    if class_type == "NudeNetSafetyChecker":
+        return [factory.model_file("nudenet", s, folders)]
+    if class_type in ("MultiDomainSafetyClassifier", "LocalJSONExtractorLlama"):
+        return [folders.gguf(str(values.get("model_path", wf.DEFAULT_GGUF)))]
+    if class_type == "Florence2ModelLoader":
+        folder = folders.florence(str(values.get("model", "")))
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+    return []
+
+
+def model_stamps(class_type: str, values: dict) -> str:
+    """ComfyUI's ``IS_CHANGED`` value: the model files' paths, sizes and modification times, so
+    a replaced model file re-runs the node instead of serving the cached output of the old one.
+    A file that cannot be found changes every time (the node then runs and says what is missing)."""
+    try:
+        files = model_files(class_type, values)
+    except (Ben2WorkerError, OSError):
+        return f"unresolved-{time.time_ns()}"
+    stamps = []
+    for path in files:
+        try:
+            st = path.stat()
+        except OSError:
+            return f"unresolved-{time.time_ns()}"
+        stamps.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(stamps)
+
+
 class _Node:
     SPEC: NodeSpec
     FUNCTION = "run"
@@ -120,6 +137,10 @@ class _Node:
     @classmethod
     def INPUT_TYPES(cls) -> dict:  # noqa: N802 - ComfyUI's name
         return input_types(cls.SPEC)
+
+    @classmethod
+    def IS_CHANGED(cls, **given: Any) -> str:  # noqa: N802 - ComfyUI's name
+        return model_stamps(cls.SPEC.class_type, given)
 
     def run(self, unique_id: Any = None, **given: Any):
         values = _values(self.SPEC, given)
@@ -208,7 +229,7 @@ class NudeNetSafetyChecker(_Node):
         outs = _each(images_in(image), lambda v: wf.run_nudenet(ctx, node_id, v, threshold))
         if len(outs) == 1:
             return outs[0]
-        return combine_nudenet([json.loads(o[0]) for o in outs])
+        return combine_nudenet([verdict_object(o[0]) for o in outs])
 
 
 def combine_nudenet(results: list[dict]) -> tuple[str, bool, float]:
@@ -225,7 +246,7 @@ def combine_nudenet(results: list[dict]) -> tuple[str, bool, float]:
         "model": results[0].get("model"),
         "batch_size": len(results),
     }
-    return json.dumps(merged, indent=2), merged["is_nsfw"], merged["max_score"]
+    return VerdictJSON(merged, indent=2), merged["is_nsfw"], merged["max_score"]
 
 
 @_node("MultiDomainSafetyClassifier", "Llama 3.1 8B (GGUF, llama.cpp) judging the caption in five domains, "
@@ -274,7 +295,7 @@ class SaveImageNoMetadata(_Node):
             ctx.counters[name] = counter + i - 1  # ComfyUI's counter, one per image of the batch
             wf.run_save_no_metadata(ctx, node_id, value, filename_prefix=name)
             out = ctx.out_images[-1]
-            write_new_file(Path(folder) / out.filename, out.data)
+            atomic_write(Path(folder) / out.filename, out.data)  # never replaces a file
             results.append({"filename": out.filename, "subfolder": subfolder, "type": "output"})
         return {"ui": {"images": results}}
 
@@ -328,10 +349,33 @@ class Florence2Run(_Node):
 @_node("ShowText|pysssss", "ben2-worker's stand-in for pysssss' Show Text (registered only without "
        "ComfyUI-Custom-Scripts): the text goes to the prompt's outputs; the node shows it only with pysssss' web extension.")
 class ShowText(_Node):
-    def compute(self, node_id, text):
+    """As pysssss' node: every input arrives as a list (``INPUT_IS_LIST``), the output is a list
+    (``OUTPUT_IS_LIST``), and the shown text is written into the saved workflow's widget values
+    (hidden ``extra_pnginfo``), so a reloaded workflow shows it."""
+
+    INPUT_IS_LIST = True
+    OUTPUT_IS_LIST = (True,)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:  # noqa: N802 - ComfyUI's name
+        types = input_types(cls.SPEC)
+        types["hidden"] = {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"}
+        return types
+
+    def run(self, text: Any = None, unique_id: Any = None, extra_pnginfo: Any = None, **_: Any):
+        texts = list(text) if isinstance(text, (list, tuple)) else [text]
+        node_id = _node_id(type(self), unique_id[0] if isinstance(unique_id, (list, tuple)) and unique_id else unique_id)
         ctx = _ctx()
-        (out,) = wf.run_show_text(ctx, node_id, text)
-        return {"ui": {"text": [ctx.out_texts[-1].text]}, "result": (out,)}
+        for item in texts:
+            wf.run_show_text(ctx, node_id, item)
+        shown = [t.text for t in ctx.out_texts]
+        info = extra_pnginfo[0] if isinstance(extra_pnginfo, (list, tuple)) and extra_pnginfo else extra_pnginfo
+        workflow = info.get("workflow") if isinstance(info, dict) else None
+        if isinstance(workflow, dict):
+            for node in workflow.get("nodes", []):
+                if isinstance(node, dict) and str(node.get("id")) == node_id:
+                    node["widgets_values"] = [shown]
+        return {"ui": {"text": shown}, "result": (shown,)}
 
 
 #: Third-party group (compat.GROUPS) -> our stand-in classes.

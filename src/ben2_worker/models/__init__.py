@@ -1,6 +1,8 @@
 """Model manifest and store: which files the worker needs, where they live, whether they are intact.
 
-See :mod:`ben2_worker.models.store` and docs/models.md."""
+``manifest`` (manifest.toml → ModelSpec), ``lockfile`` (facts recorded by downloads), ``hashing``
+(streamed sha256), ``download`` (Hub / PyPI fetching), ``store`` (the models folder). See
+docs/models.md."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ben2_worker.errors import Ben2WorkerError
+from ben2_worker.config import Settings
 from ben2_worker.models.store import PIPELINES, ModelSpec, ModelStore, load_manifest, models_for_pipeline
 
 models_app = typer.Typer(
@@ -62,14 +63,11 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 def _store(models_dir: Path | None, manifest_path: Path | None) -> ModelStore:
     try:
-        if models_dir is None:
-            from ben2_worker.config import Settings
-
-            models_dir = Settings.from_env().models_dir
+        settings = Settings.from_env()
         manifest = load_manifest(manifest_path) if manifest_path is not None else None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
         raise _fail(str(exc), 2) from None
-    return ModelStore(models_dir, manifest)
+    return ModelStore(models_dir or settings.models_dir, manifest, hub=settings.hub)
 
 
 def _select(store: ModelStore, names: list[str] | None, all_: bool, pipeline: str) -> list[str]:

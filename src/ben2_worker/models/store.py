@@ -1,15 +1,12 @@
-"""The model store: one manifest, one models directory, checksums, downloads.
+"""The model store: one models directory, checked against the manifest.
 
-* ``manifest.toml`` (next to this file) lists every model file the project uses, with the
-  public source of every pinned fact. :func:`load_manifest` reads and validates it.
-* :class:`ModelStore` answers "where is model X, is it there, is it intact" for the worker
-  (:meth:`ModelStore.require`, cheap at start-up thanks to a verified-stamp cache) and
-  fetches missing files (:meth:`ModelStore.download`) through ``huggingface_hub`` or, for
-  NudeNet, out of the installed ``nudenet`` wheel.
-* Facts the manifest could not pin (``sha256 = ""`` / no ``size``) are computed by the
-  first download and recorded in ``<models_dir>/models.lock.json``; later downloads and
-  verification use the record. Nothing is ever skipped silently: a file with no known
-  checksum fails verification with a message saying how to record one.
+:class:`ModelStore` answers "where is model X, is it there, is it intact" for the worker
+(:meth:`ModelStore.require`, cheap at start-up thanks to a verified-stamp cache) and fetches
+missing files (:meth:`ModelStore.download`, see :mod:`ben2_worker.models.download`). The
+manifest is :mod:`ben2_worker.models.manifest`; facts it could not pin (``sha256 = ""`` / no
+``size``) are recorded by the first download in the lock file
+(:mod:`ben2_worker.models.lockfile`). Nothing is ever skipped silently: a file with no known
+checksum fails verification with a message saying how to record one.
 
 Layout of the models directory (mirrors the ComfyUI image's ``/comfyui/models``)::
 
@@ -24,25 +21,31 @@ Layout of the models directory (mirrors the ComfyUI image's ``/comfyui/models``)
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import importlib.metadata
-import importlib.resources
-import importlib.util
-import inspect
 import json
 import os
-import re
-import shutil
-import tempfile
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ben2_worker.errors import DownloadError, ModelCorruptError, ModelError, ModelMissingError
+from ben2_worker.errors import ModelCorruptError, ModelError, ModelMissingError
+from ben2_worker.models.download import StoreDownloads, fmt_size
+from ben2_worker.models.hashing import CHUNK_SIZE, sha256_file
+from ben2_worker.models.lockfile import LOCK_FILENAME, packaged_lock_path, read_lock, write_json, write_lock
+from ben2_worker.models.manifest import (
+    COMMIT_RE,
+    PIPELINES,
+    SHA256_RE,
+    ModelFile,
+    ModelSpec,
+    load_manifest,
+    models_for_pipeline,
+    parse_manifest,
+)
+
+if TYPE_CHECKING:
+    from ben2_worker.config import HubSettings
 
 __all__ = [
     "CHUNK_SIZE",
@@ -54,7 +57,6 @@ __all__ = [
     "ModelStatus",
     "ModelStore",
     "PIPELINES",
-    "default_store",
     "load_manifest",
     "models_for_pipeline",
     "packaged_lock_path",
@@ -64,249 +66,8 @@ __all__ = [
     "write_lock",
 ]
 
-#: sha256 is computed in chunks of this size (8 MiB), so a 6 GB file never sits in memory.
-CHUNK_SIZE = 8 * 1024 * 1024
-LOCK_FILENAME = "models.lock.json"
 VERIFIED_FILENAME = ".verified.json"
-STAGING_DIRNAME = ".downloads"
-PIPELINES = ("simple", "full")
-SOURCES = ("huggingface", "pypi")
-DEFAULT_ENDPOINT = "https://huggingface.co"
-#: Seconds to wait for the Hub before calling it unreachable (``HF_HUB_ETAG_TIMEOUT`` overrides).
-DEFAULT_HUB_TIMEOUT = 5.0
-UNKNOWN_MARKER = "unknown"
-
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _FIX_ENV_HINT = "BEN2_WORKER_MODELS"
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One file of a model: where it lives in its source, where it goes, what it must be."""
-
-    path_in_repo: str
-    #: Relative to the models directory, POSIX separators.
-    dest: str
-    #: Lower-case hex, or None when no public source pins it (the lock file then records it).
-    sha256: str | None
-    size: int | None
-    sha256_source: str = ""
-    size_source: str = ""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    title: str
-    source: str  # "huggingface" | "pypi"
-    repo: str  # Hub repo id, or the PyPI distribution name for source == "pypi"
-    revision: str | None  # 40-hex commit on the Hub; the package version on PyPI
-    files: tuple[ModelFile, ...]
-    licence: str
-    licence_url: str
-    pipelines: tuple[str, ...]
-    notes: str = ""
-    revision_source: str = ""
-    licence_source: str = ""
-
-    @property
-    def primary(self) -> str:
-        """Relative path of what an engine loads: the one file, or the folder of a multi-file model."""
-        if len(self.files) == 1:
-            return self.files[0].dest
-        parents = {str(PurePosixPath(f.dest).parent) for f in self.files}
-        if len(parents) != 1:
-            raise ValueError(f"model {self.name!r}: multi-file model files must share one folder")
-        return parents.pop()
-
-    @property
-    def known_size(self) -> int | None:
-        """Total bytes when every file's size is pinned, else None."""
-        if any(f.size is None for f in self.files):
-            return None
-        return sum(f.size or 0 for f in self.files)
-
-
-def _is_unknown(source: str) -> bool:
-    return source.strip().lower().startswith(UNKNOWN_MARKER)
-
-
-def _check_dest(name: str, dest: str) -> str:
-    p = PurePosixPath(dest)
-    if not dest or p.is_absolute() or ".." in p.parts or "\\" in dest:
-        raise ValueError(f"model {name!r}: dest {dest!r} must be a relative path inside the models directory")
-    return str(p)
-
-
-def _parse_file(name: str, raw: Mapping[str, Any]) -> ModelFile:
-    try:
-        path_in_repo = str(raw["path_in_repo"])
-        dest = _check_dest(name, str(raw["dest"]))
-    except KeyError as exc:
-        raise ValueError(f"model {name!r}: a file entry lacks {exc.args[0]!r}") from None
-    sha = str(raw.get("sha256", "")).strip().lower()
-    sha_source = str(raw.get("sha256_source", "")).strip()
-    if sha:
-        if not _SHA256_RE.fullmatch(sha):
-            raise ValueError(f"model {name!r}: {path_in_repo}: sha256 {sha!r} is not 64 hex digits")
-        if not sha_source:
-            raise ValueError(f"model {name!r}: {path_in_repo}: sha256 has no sha256_source")
-    elif not _is_unknown(sha_source):
-        raise ValueError(
-            f"model {name!r}: {path_in_repo}: sha256 is empty; mark it explicitly with "
-            f'sha256_source = "unknown: ..." or pin it'
-        )
-    size_raw = raw.get("size")
-    size_source = str(raw.get("size_source", "")).strip()
-    if size_raw is None:
-        if not _is_unknown(size_source):
-            raise ValueError(
-                f"model {name!r}: {path_in_repo}: size is missing; mark it explicitly with "
-                f'size_source = "unknown: ..." or pin it'
-            )
-        size = None
-    else:
-        if isinstance(size_raw, bool) or not isinstance(size_raw, int) or size_raw <= 0:
-            raise ValueError(f"model {name!r}: {path_in_repo}: size must be a positive integer")
-        size = size_raw
-    return ModelFile(
-        path_in_repo=path_in_repo,
-        dest=dest,
-        sha256=sha or None,
-        size=size,
-        sha256_source=sha_source,
-        size_source=size_source,
-    )
-
-
-def _parse_model(name: str, raw: Mapping[str, Any]) -> ModelSpec:
-    def req(key: str) -> str:
-        value = str(raw.get(key, "")).strip()
-        if not value:
-            raise ValueError(f"model {name!r}: {key!r} is missing or empty")
-        return value
-
-    source = req("source")
-    if source not in SOURCES:
-        raise ValueError(f"model {name!r}: source must be one of {', '.join(SOURCES)}, got {source!r}")
-    revision = str(raw.get("revision", "")).strip()
-    revision_source = str(raw.get("revision_source", "")).strip()
-    if revision:
-        if source == "huggingface" and not _COMMIT_RE.fullmatch(revision):
-            raise ValueError(f"model {name!r}: revision must be a full 40-hex commit, got {revision!r}")
-        if not revision_source:
-            raise ValueError(f"model {name!r}: revision has no revision_source")
-    elif not _is_unknown(revision_source):
-        raise ValueError(
-            f"model {name!r}: revision is empty; mark it explicitly with "
-            f'revision_source = "unknown: ..." or pin it'
-        )
-    pipelines = tuple(str(p) for p in raw.get("pipelines", ()))
-    if not pipelines or any(p not in PIPELINES for p in pipelines):
-        raise ValueError(f"model {name!r}: pipelines must be a non-empty subset of {PIPELINES}")
-    files_raw = raw.get("files") or []
-    if not files_raw:
-        raise ValueError(f"model {name!r}: no files listed")
-    files = tuple(_parse_file(name, f) for f in files_raw)
-    spec = ModelSpec(
-        name=name,
-        title=req("title"),
-        source=source,
-        repo=req("repo"),
-        revision=revision or None,
-        files=files,
-        licence=req("licence"),
-        licence_url=req("licence_url"),
-        pipelines=pipelines,
-        notes=str(raw.get("notes", "")).strip(),
-        revision_source=revision_source,
-        licence_source=str(raw.get("licence_source", "")).strip(),
-    )
-    spec.primary  # noqa: B018 - validates that a multi-file model has one folder
-    return spec
-
-
-def parse_manifest(data: Mapping[str, Any]) -> dict[str, ModelSpec]:
-    """Validate an already-parsed manifest document (the TOML's structure)."""
-    if data.get("schema", 1) != 1:
-        raise ValueError(f"unsupported manifest schema {data.get('schema')!r}")
-    models = data.get("models")
-    if not isinstance(models, Mapping) or not models:
-        raise ValueError("manifest has no [models.*] tables")
-    specs = {str(name): _parse_model(str(name), raw) for name, raw in models.items()}
-    seen: dict[str, str] = {}
-    for spec in specs.values():
-        for f in spec.files:
-            if f.dest in seen:
-                raise ValueError(f"dest {f.dest!r} is used by both {seen[f.dest]!r} and {spec.name!r}")
-            seen[f.dest] = spec.name
-    return specs
-
-
-def load_manifest(path: Path | str | None = None) -> dict[str, ModelSpec]:
-    """The packaged manifest (or the TOML file at ``path``), validated, keyed by model name."""
-    if path is None:
-        text = importlib.resources.files("ben2_worker.models").joinpath("manifest.toml").read_text("utf-8")
-    else:
-        text = Path(path).read_text("utf-8")
-    return parse_manifest(tomllib.loads(text))
-
-
-def models_for_pipeline(manifest: Mapping[str, ModelSpec], pipeline: str) -> list[str]:
-    if pipeline not in PIPELINES:
-        raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
-    return [name for name, spec in manifest.items() if pipeline in spec.pipelines]
-
-
-# --------------------------------------------------------------------------- lock file
-
-
-def packaged_lock_path() -> Path:
-    """``src/ben2_worker/models/models.lock.json``: recorded facts reviewed into the repo."""
-    return Path(str(importlib.resources.files("ben2_worker.models").joinpath(LOCK_FILENAME)))
-
-
-def read_lock(path: Path) -> dict[str, Any]:
-    """A lock document (``{"schema": 1, "models": {...}}``); empty when the file is absent."""
-    try:
-        data = json.loads(Path(path).read_text("utf-8"))
-    except FileNotFoundError:
-        return {"schema": 1, "models": {}}
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read the model lock file {path}: {exc}. Fix or delete it.") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
-        raise ModelError(f"the model lock file {path} is not a ben2-worker lock file. Fix or delete it.")
-    return data
-
-
-def _readable(path: Path | str) -> None:
-    """mkstemp creates files 0600; models and stamps must be readable by a non-root worker."""
-    os.chmod(path, 0o644)
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_lock(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write a lock document atomically (used for the models-dir lock and the repo lock)."""
-    doc = {"schema": 1, "models": dict(data.get("models", {}))}
-    _atomic_write_json(Path(path), doc)
-    return Path(path)
 
 
 # --------------------------------------------------------------------------- status
@@ -352,37 +113,10 @@ class _Expected:
     origin: str
 
 
-# --------------------------------------------------------------------------- hashing
-
-
-def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
-    """Streamed sha256 of a file (8 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fmt_size(size: int | None) -> str:
-    return "size unknown" if size is None else f"{size:,} bytes"
-
-
-def _silent_tqdm_class() -> type:
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    class Silent(hf_tqdm):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-    return Silent
-
-
 # --------------------------------------------------------------------------- the store
 
 
-class ModelStore:
+class ModelStore(StoreDownloads):
     """The models directory: paths, presence/size checks, full verification, downloads.
 
     ``lock_path`` defaults to ``<models_dir>/models.lock.json``. ``repo_lock_path`` is a
@@ -397,6 +131,7 @@ class ModelStore:
         lock_path: Path | None = None,
         *,
         repo_lock_path: Path | None | bool = True,
+        hub: HubSettings | None = None,
         hub_timeout: float | None = None,
     ) -> None:
         self.models_dir = Path(models_dir).expanduser().absolute()
@@ -408,13 +143,10 @@ class ModelStore:
             self.repo_lock_path = None
         else:
             self.repo_lock_path = Path(repo_lock_path)
-        if hub_timeout is None:
-            raw = os.environ.get("HF_HUB_ETAG_TIMEOUT", "").strip()
-            try:
-                hub_timeout = float(raw) if raw else DEFAULT_HUB_TIMEOUT
-            except ValueError:
-                hub_timeout = DEFAULT_HUB_TIMEOUT
-        self.hub_timeout = hub_timeout
+        if hub is not None:  # else the class defaults: huggingface.co, online, DEFAULT_HUB_TIMEOUT
+            self.hub_endpoint, self.hub_offline, self.hub_timeout = hub.endpoint, hub.offline, hub.timeout_s
+        if hub_timeout is not None:
+            self.hub_timeout = hub_timeout
         self.stamp_path = self.models_dir / VERIFIED_FILENAME
 
     # ------------------------------------------------------------------ lookups
@@ -448,7 +180,7 @@ class ModelStore:
             if sha is not None and size is not None:
                 break
             entry = self._lock_entry(read_lock(path), name, f)
-            if sha is None and isinstance(entry.get("sha256"), str) and _SHA256_RE.fullmatch(entry["sha256"]):
+            if sha is None and isinstance(entry.get("sha256"), str) and SHA256_RE.fullmatch(entry["sha256"]):
                 sha, origin = entry["sha256"], label
             if size is None and isinstance(entry.get("size"), int) and entry["size"] > 0:
                 size = entry["size"]
@@ -461,7 +193,7 @@ class ModelStore:
             if path is None:
                 continue
             rev = read_lock(path).get("models", {}).get(spec.name, {}).get("revision")
-            if isinstance(rev, str) and _COMMIT_RE.fullmatch(rev):
+            if isinstance(rev, str) and COMMIT_RE.fullmatch(rev):
                 return rev
         return None
 
@@ -477,7 +209,7 @@ class ModelStore:
         sha = exp.sha256 or "not pinned yet (the first download records it)"
         return ModelMissingError(
             f"model '{spec.name}' ({spec.title}) is missing: {self.file_path(f)} does not exist "
-            f"(expected sha256 {sha}, {_fmt_size(exp.size)}). {self._fix_hint(spec.name)}, "
+            f"(expected sha256 {sha}, {fmt_size(exp.size)}). {self._fix_hint(spec.name)}, "
             f"or put the file there by hand and run `ben2-worker models verify {spec.name}`."
         )
 
@@ -518,7 +250,7 @@ class ModelStore:
         else:
             stamps[f.dest] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
         try:
-            _atomic_write_json(self.stamp_path, stamps)
+            write_json(self.stamp_path, stamps)
         except OSError:
             pass  # a read-only models dir still works; it just re-hashes on every full check
 
@@ -648,303 +380,3 @@ class ModelStore:
             if name in self.manifest:
                 merged["models"][name] = entry
         return write_lock(dest, merged)
-
-    # ------------------------------------------------------------------ downloads
-
-    def _needs_fetch(self, name: str, f: ModelFile, force: bool) -> bool:
-        if force:
-            return True
-        st = self._file_status(name, f, full=True)
-        return st.state != "verified"
-
-    def download(self, name: str, *, progress: bool = True, force: bool = False) -> Path:
-        """Fetch every file that is missing or does not verify, then verify it.
-
-        Hub files are fetched with ``huggingface_hub.hf_hub_download`` (its progress bar)
-        into ``<models_dir>/.downloads/<name>/``, checked, and only then renamed into place,
-        so a partial or wrong file never sits at the destination. ``force`` re-fetches even
-        files that verify."""
-        spec = self.spec(name)
-        todo = [f for f in spec.files if self._needs_fetch(name, f, force)]
-        if not todo:
-            return self.path(name)
-        if spec.source == "pypi":
-            self._install_from_package(spec, todo)
-        else:
-            self._download_from_hub(spec, todo, progress=progress)
-        return self.path(name)
-
-    # -- PyPI wheel (NudeNet)
-
-    def _package_file(self, spec: ModelSpec, f: ModelFile) -> Path | None:
-        parts = PurePosixPath(f.path_in_repo).parts
-        try:
-            found = importlib.util.find_spec(parts[0])
-        except (ImportError, ValueError):
-            found = None
-        if found is None or not found.submodule_search_locations:
-            return None
-        for location in found.submodule_search_locations:
-            candidate = Path(location).joinpath(*parts[1:])
-            if candidate.is_file():
-                return candidate
-        return None
-
-    def _install_from_package(self, spec: ModelSpec, todo: list[ModelFile]) -> None:
-        records = []
-        for f in todo:
-            exp = self._expected(spec.name, f)
-            dest = self.file_path(f)
-            src = self._package_file(spec, f)
-            if src is None:
-                raise DownloadError(
-                    f"model '{spec.name}': {f.path_in_repo} ships inside the {spec.repo} "
-                    f"{spec.revision or ''} wheel on PyPI, and the {spec.repo} package is not installed. "
-                    f"Fix: pip install 'ben2-worker[full]' (or pip install {spec.repo}=={spec.revision}), "
-                    f"then run `ben2-worker models download {spec.name}`; or put the file by hand at "
-                    f"{dest} (sha256 {exp.sha256 or 'not pinned'}, {_fmt_size(exp.size)})."
-                )
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-            tmp = Path(tmp_name)
-            try:
-                digest = hashlib.sha256()
-                with os.fdopen(fd, "wb") as out, open(src, "rb") as fh:
-                    while chunk := fh.read(CHUNK_SIZE):
-                        digest.update(chunk)
-                        out.write(chunk)
-                actual = digest.hexdigest()
-                size = tmp.stat().st_size
-                self._check_fetched(spec, f, exp, actual, size, origin=str(src), installed=self._dist_version(spec))
-                _readable(tmp)
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
-            self._write_stamp(f, dest.stat(), actual)
-            records.append((f, actual, size))
-        self._record(spec, spec.revision, records)
-
-    @staticmethod
-    def _dist_version(spec: ModelSpec) -> str | None:
-        try:
-            return importlib.metadata.version(spec.repo)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    def _check_fetched(
-        self,
-        spec: ModelSpec,
-        f: ModelFile,
-        exp: _Expected,
-        actual: str,
-        size: int,
-        *,
-        origin: str,
-        installed: str | None = None,
-    ) -> None:
-        problems = []
-        if exp.size is not None and size != exp.size:
-            problems.append(f"{size:,} bytes instead of {exp.size:,}")
-        if exp.sha256 is not None and actual != exp.sha256:
-            problems.append(f"sha256 {actual} instead of {exp.sha256} (from the {exp.origin})")
-        if problems:
-            hint = ""
-            if installed is not None and spec.revision and installed != spec.revision:
-                hint = f" The installed {spec.repo} is {installed}; the manifest pins {spec.revision}."
-            raise DownloadError(
-                f"model '{spec.name}': the file fetched from {origin} for {self.file_path(f)} has "
-                f"{' and '.join(problems)}; it was not installed.{hint} Fix: check that the source "
-                f"({spec.repo} @ {spec.revision or 'unpinned'}) is the pinned one (an HF_ENDPOINT mirror "
-                f"may serve a different file), then run `ben2-worker models download {spec.name}` again."
-            )
-
-    # -- Hugging Face Hub
-
-    def _endpoint(self) -> str:
-        return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-    def _unreachable(
-        self, spec: ModelSpec, f: ModelFile, endpoint: str, revision: str, exc: BaseException
-    ) -> DownloadError:
-        exp = self._expected(spec.name, f)
-        return DownloadError(
-            f"could not reach the Hugging Face Hub at {endpoint} to download {spec.repo}/{f.path_in_repo} "
-            f"(revision {revision}) for model '{spec.name}': {type(exc).__name__}: {exc}. Fix: check the "
-            f"network connection; or set HF_ENDPOINT to a reachable Hub mirror; or put the file by hand at "
-            f"{self.file_path(f)} (sha256 {exp.sha256 or 'not pinned'}, {_fmt_size(exp.size)}) and run "
-            f"`ben2-worker models verify {spec.name}`."
-        )
-
-    def _hub_error(
-        self, spec: ModelSpec, f: ModelFile, endpoint: str, revision: str, exc: BaseException
-    ) -> DownloadError:
-        from huggingface_hub import errors as hf_errors
-
-        where = f"{spec.repo}/{f.path_in_repo} (revision {revision}) at {endpoint}"
-        if isinstance(exc, hf_errors.GatedRepoError):
-            return DownloadError(
-                f"model '{spec.name}': access to {where} was refused ({exc.__class__.__name__}). Fix: accept the "
-                f"model's terms on the Hub and set HF_TOKEN to a token of that account."
-            )
-        if isinstance(exc, hf_errors.RepositoryNotFoundError):
-            return DownloadError(
-                f"model '{spec.name}': repository {spec.repo} was not found at {endpoint} (or is private). Fix: "
-                f"check HF_ENDPOINT, or set HF_TOKEN if the repository needs a login."
-            )
-        if isinstance(exc, hf_errors.RevisionNotFoundError):
-            return DownloadError(
-                f"model '{spec.name}': revision {revision} of {spec.repo} was not found at {endpoint}; the "
-                f"pinned commit may have been removed. Fix: update the manifest's pin (see docs/models.md)."
-            )
-        if isinstance(exc, (hf_errors.RemoteEntryNotFoundError, hf_errors.EntryNotFoundError)):
-            return DownloadError(
-                f"model '{spec.name}': {where} does not exist. Fix: check the manifest entry and HF_ENDPOINT."
-            )
-        if isinstance(exc, hf_errors.OfflineModeIsEnabled):
-            return DownloadError(
-                f"model '{spec.name}': HF_HUB_OFFLINE is set, so {where} cannot be downloaded. Fix: unset "
-                f"HF_HUB_OFFLINE, or put the file by hand at {self.file_path(f)}."
-            )
-        if isinstance(exc, hf_errors.HfHubHTTPError):
-            return DownloadError(f"model '{spec.name}': the Hub answered an error for {where}: {exc}")
-        return self._unreachable(spec, f, endpoint, revision, exc)
-
-    @staticmethod
-    def _network_errors() -> tuple[type[BaseException], ...]:
-        errs: list[type[BaseException]] = [TimeoutError, ConnectionError]
-        for mod_name in ("httpx2", "httpx", "requests"):
-            try:
-                mod = __import__(mod_name)
-            except ImportError:
-                continue
-            names = (
-                "TransportError",
-                "TimeoutException",
-                "RequestError",
-                "RequestException",
-                "ConnectionError",
-                "Timeout",
-            )
-            for attr in names:
-                err = getattr(mod, attr, None)
-                if isinstance(err, type) and issubclass(err, BaseException):
-                    errs.append(err)
-        return tuple(errs)
-
-    def _download_from_hub(self, spec: ModelSpec, todo: list[ModelFile], *, progress: bool) -> None:
-        from huggingface_hub import errors as hf_errors
-        from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-
-        endpoint = self._endpoint()
-        revision = self._revision(spec) or "main"
-        first = todo[0]
-        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-            raise self._hub_error(spec, first, endpoint, revision, hf_errors.OfflineModeIsEnabled("HF_HUB_OFFLINE"))
-        hub_errors = (hf_errors.HfHubHTTPError, hf_errors.OfflineModeIsEnabled)
-        net_errors = (hf_errors.LocalEntryNotFoundError, *self._network_errors())
-
-        # 1. Ask the Hub about every file first (HEAD, short timeout, no retries): fails fast
-        #    when offline, and refuses before a 6 GB transfer when the Hub serves other bytes.
-        meta_kwargs: dict[str, Any] = {"timeout": self.hub_timeout, "endpoint": endpoint}
-        if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters:
-            meta_kwargs["retry_on_errors"] = False
-        resolved: str | None = None
-        for f in todo:
-            url = hf_hub_url(spec.repo, f.path_in_repo, revision=resolved or revision, endpoint=endpoint)
-            try:
-                meta = get_hf_file_metadata(url, **meta_kwargs)
-            except hub_errors as exc:
-                raise self._hub_error(spec, f, endpoint, revision, exc) from exc
-            except net_errors as exc:
-                raise self._unreachable(spec, f, endpoint, revision, exc) from exc
-            if resolved is None and meta.commit_hash and _COMMIT_RE.fullmatch(meta.commit_hash):
-                resolved = meta.commit_hash
-            exp = self._expected(spec.name, f)
-            etag = (meta.etag or "").lower()
-            if _SHA256_RE.fullmatch(etag) and exp.sha256 and etag != exp.sha256:
-                raise DownloadError(
-                    f"model '{spec.name}': {endpoint} serves {spec.repo}/{f.path_in_repo} at revision "
-                    f"{revision} with sha256 {etag}, but the pinned sha256 is {exp.sha256}; nothing was "
-                    f"downloaded. Fix: point HF_ENDPOINT at a faithful mirror, or review the manifest pin."
-                )
-            if meta.size is not None and exp.size is not None and meta.size != exp.size:
-                raise DownloadError(
-                    f"model '{spec.name}': {endpoint} reports {meta.size:,} bytes for {spec.repo}/"
-                    f"{f.path_in_repo} at revision {revision}, but {exp.size:,} are pinned; nothing was "
-                    f"downloaded. Fix: point HF_ENDPOINT at a faithful mirror, or review the manifest pin."
-                )
-        revision = resolved or revision
-
-        # 2. Download into a staging folder inside the models dir, check, rename into place.
-        staging = self.models_dir / STAGING_DIRNAME / spec.name
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True, exist_ok=True)
-        dl_kwargs: dict[str, Any] = {"endpoint": endpoint, "etag_timeout": self.hub_timeout}
-        if not progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
-            dl_kwargs["tqdm_class"] = _silent_tqdm_class()
-        records = []
-        try:
-            for f in todo:
-                exp = self._expected(spec.name, f)
-                try:
-                    staged = Path(
-                        hf_hub_download(
-                            spec.repo,
-                            f.path_in_repo,
-                            revision=revision,
-                            local_dir=staging,
-                            **dl_kwargs,
-                        )
-                    )
-                except hub_errors as exc:
-                    raise self._hub_error(spec, f, endpoint, revision, exc) from exc
-                except net_errors as exc:
-                    raise self._unreachable(spec, f, endpoint, revision, exc) from exc
-                except OSError as exc:
-                    raise DownloadError(
-                        f"model '{spec.name}': downloading {spec.repo}/{f.path_in_repo} into {staging} failed: "
-                        f"{exc}. Fix: check free disk space and permissions of {self.models_dir}."
-                    ) from exc
-                actual = sha256_file(staged)
-                size = staged.stat().st_size
-                self._check_fetched(spec, f, exp, actual, size, origin=f"{endpoint}/{spec.repo}@{revision}")
-                dest = self.file_path(f)
-                _move_into_place(staged, dest)
-                self._write_stamp(f, dest.stat(), actual)
-                records.append((f, actual, size))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                staging.parent.rmdir()  # .downloads, when no other download is staged
-            except OSError:
-                pass
-            if records:
-                self._record(spec, revision if _COMMIT_RE.fullmatch(revision) else None, records)
-
-
-def _move_into_place(src: Path, dest: Path) -> None:
-    """Rename ``src`` to ``dest`` atomically; across filesystems, copy beside ``dest`` first."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dest)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        shutil.copyfile(src, tmp)
-        _readable(tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-#: For callers that want a default store from the environment without importing config here.
-def default_store(env: Mapping[str, str] | None = None) -> ModelStore:
-    from ben2_worker.config import Settings
-
-    return ModelStore(Settings.from_env(env).models_dir)
-

@@ -39,8 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Settings, child_environment
+from ..engines import Engines
 from ..errors import Ben2WorkerError
 from ..models.store import PIPELINES, ModelSpec, ModelStore, models_for_pipeline
+from ..runtime import resolve_providers
 
 __all__ = [
     "COMFYUI_CORE_NODES",
@@ -223,6 +226,8 @@ class SelfcheckOptions:
     comfyui_timeout: float = 900.0
     #: Python of the ComfyUI install (default: this interpreter, as in the images).
     comfyui_python: str | None = None
+    #: ``BEN2_WORKER_PROVIDERS`` as config.py read it (which onnxruntime providers to check).
+    providers: str = "auto"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -411,8 +416,6 @@ def _check_onnxruntime(report: Report, *, require_gpu: bool, providers: str) -> 
         return
     available = list(onnxruntime.get_available_providers())
     dist = ", ".join(f"{d} {v}" for d, v in installed.items()) or f"onnxruntime {onnxruntime.__version__}"
-    from ..runtime import resolve_providers
-
     chosen = resolve_providers(providers, available)
     detail = f"{dist}; available: {', '.join(available)}; BEN2 sessions will use: {', '.join(chosen)}"
     if "CUDAExecutionProvider" in available:
@@ -592,9 +595,7 @@ def load_comfyui_registry(comfyui: Path, *, python: str | None = None, timeout: 
     comfyui = Path(comfyui)
     if not (comfyui / "nodes.py").is_file():
         return {"error": f"{comfyui} is not a ComfyUI install (no nodes.py)", "import_failed": []}
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("DO_NOT_TRACK", "1")
+    env = child_environment(PYTHONUNBUFFERED="1", DO_NOT_TRACK="1")
     try:
         proc = subprocess.run(
             [python or sys.executable, "-c", _REGISTRY_SCRIPT, str(comfyui), REGISTRY_MARKER],
@@ -673,11 +674,9 @@ def check_comfyui_nodes(report: Report, files: Sequence[Path], comfyui: Path, *,
 def check_workflows(report: Report, files: Sequence[Path], models_dir: Path, pipelines: Sequence[str]) -> None:
     """Validate each workflow as the worker would, model files included; skip one that needs a
     pipeline not selected."""
-    from ..config import Settings
-    from ..engines import Engines
-    from ..workflow import NODE_TYPES, WorkflowRunner, WorkflowValidationError
+    from ..workflow import NODE_TYPES, WorkflowRunner, WorkflowValidationError  # PIL, numpy
 
-    settings = dataclasses.replace(Settings(), models_dir=Path(models_dir))
+    settings = Settings(models_dir=Path(models_dir))
     lenient = WorkflowRunner(Engines(settings=settings), check_models=False)
     strict = WorkflowRunner(Engines(settings=settings), check_models=True)
     for path in files:
@@ -744,8 +743,7 @@ def run_selfcheck(opts: SelfcheckOptions) -> Report:
     store = ModelStore(Path(opts.models_dir), dict(opts.manifest) if opts.manifest is not None else None, opts.lock_path)
     check_models(report, store, opts.pipelines, image_build=opts.image_build)
 
-    providers = os.environ.get("BEN2_WORKER_PROVIDERS", "auto").strip() or "auto"
-    check_runtime(report, opts.pipelines, require_gpu=opts.require_gpu, providers=providers)
+    check_runtime(report, opts.pipelines, require_gpu=opts.require_gpu, providers=opts.providers)
 
     files = workflow_files(opts.workflows)
     report.meta["workflows"] = [str(f) for f in files]

@@ -17,25 +17,37 @@ import logging
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ben2_worker.errors import EngineUnavailableError, InputError, ModelError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ben2_worker.config import Settings
-
 log = logging.getLogger(__name__)
 
 #: Caption task names (kijai's ``Florence2Run`` names) -> Florence-2 prompt tokens. All are
 #: "pure text" tasks: the answer is a string. ``caption()`` also accepts the tokens themselves.
-TASKS = {
+#: kijai's Florence2Run task names -> Florence-2 prompt tokens (the node's whole list: a workflow
+#: naming any of them validates; only :data:`TASKS` can run here).
+FLORENCE_TASKS = {
+    "region_caption": "<OD>",
+    "dense_region_caption": "<DENSE_REGION_CAPTION>",
+    "region_proposal": "<REGION_PROPOSAL>",
     "caption": "<CAPTION>",
     "detailed_caption": "<DETAILED_CAPTION>",
     "more_detailed_caption": "<MORE_DETAILED_CAPTION>",
+    "caption_to_phrase_grounding": "<CAPTION_TO_PHRASE_GROUNDING>",
+    "referring_expression_segmentation": "<REFERRING_EXPRESSION_SEGMENTATION>",
     "ocr": "<OCR>",
+    "ocr_with_region": "<OCR_WITH_REGION>",
+    "docvqa": "<DocVQA>",
+    "prompt_gen_tags": "<GENERATE_TAGS>",
+    "prompt_gen_mixed_caption": "<MIXED_CAPTION>",
+    "prompt_gen_analyze": "<ANALYZE>",
+    "prompt_gen_mixed_caption_plus": "<MIXED_CAPTION_PLUS>",
 }
+#: The tasks that answer with text only: the ones the captioner runs.
+TASKS = {name: FLORENCE_TASKS[name] for name in ("caption", "detailed_caption", "more_detailed_caption", "ocr")}
 DEVICES = ("auto", "cpu", "cuda")
 #: The loader widget's precisions (plus "auto" and the torch spellings).
 DTYPES = {"auto": "auto", "fp16": "fp16", "float16": "fp16", "half": "fp16", "bf16": "bf16", "bfloat16": "bf16",
@@ -175,16 +187,6 @@ class Captioner:
         )
 
     # ------------------------------------------------------------------ construction helpers
-
-    @classmethod
-    def from_store(cls, settings: "Settings", **kw: Any) -> "Captioner":
-        """Load the manifest's ``florence2`` model from the settings' models folder, after the
-        store confirmed every file's sha256 (stamped, so later starts cost a stat per file).
-        Any :class:`ModelError` propagates: a missing or altered model is never replaced by
-        something else."""
-        from ben2_worker.engines import model_path
-
-        return cls(model_path(MODEL_NAME, settings), **kw)
 
     @staticmethod
     def _pick_device(torch: Any, requested: str) -> str:

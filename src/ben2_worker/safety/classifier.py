@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ben2_worker import runtime
 from ben2_worker.errors import EngineUnavailableError, ModelCorruptError, ModelMissingError
@@ -32,9 +32,6 @@ from .policy import (
     validate_verdict,
     verdict_schema,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ben2_worker.config import Settings
 
 __all__ = [
     "ClassifierError",
@@ -130,16 +127,6 @@ class SafetyClassifier:
                 f"the Llama model file {self.model_path} could not be loaded ({exc}): it is corrupt, truncated "
                 f"or not a GGUF model. Fix: run `{FIX_COMMAND}`"
             ) from exc
-
-    @classmethod
-    def from_store(cls, settings: "Settings", **kw: Any) -> "SafetyClassifier":
-        """The manifest's ``llama`` model from the models folder, checksum-verified. A missing or
-        corrupt file raises ModelError: there is no fallback classifier."""
-        from ben2_worker.engines import model_path
-
-        path = model_path(MODEL_NAME, settings)
-        kw.setdefault("threads", settings.threads)
-        return cls(path, **kw)
 
     # ------------------------------------------------------------------ model calls
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ben2_worker.errors import Ben2WorkerError
+from ben2_worker.safety.policy import ALWAYS_BLOCK_DOMAINS, DEFAULT_DOMAINS, VERDICTS
 
 __all__ = [
     "ALWAYS_BLOCK",
@@ -44,15 +45,16 @@ __all__ = [
 ]
 
 #: The classifier domains every verdict must carry: the user's MultiDomainSafetyClassifier's
-#: five (= ``policy.DEFAULT_DOMAINS``). Extra domains (``policy.EXTENDED_DOMAINS``) are welcome.
-REQUIRED_DOMAINS = ("sexual", "violence", "hate", "disturbing", "drugs")
-VERDICTS = ("SAFE", "BORDERLINE", "UNSAFE")
-#: Domains that block on BORDERLINE or UNSAFE regardless of the flags (= ``policy.ALWAYS_BLOCK_DOMAINS``).
-ALWAYS_BLOCK = ("sexual_minors",)
+#: five. Extra domains (``policy.EXTENDED_DOMAINS``) are welcome.
+REQUIRED_DOMAINS = DEFAULT_DOMAINS
+#: Domains that block on BORDERLINE or UNSAFE regardless of the flags.
+ALWAYS_BLOCK = ALWAYS_BLOCK_DOMAINS
 #: Names a verdict's ``blocked_by`` may hold, in the order they are listed.
 CHECKS = ("nudenet", "classifier", "error")
 
 ALLOWED_TEXT = "ALLOWED: all checks passed"
+#: Allowed although the classifier flagged a domain that the settings do not block.
+ALLOWED_FLAGGED_TEXT = "ALLOWED with flagged content let through: "
 
 
 class GateInputError(Ben2WorkerError):
@@ -179,6 +181,8 @@ class Verdict:
     classifier: dict | None  # the parsed classifier verdict, None if unavailable
     #: The gate settings the decision was made with (recorded, for audits).
     settings: dict = field(default_factory=dict)
+    #: Flagged domains the settings let through ("violence=UNSAFE (block_unsafe=false)").
+    let_through: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The documented verdict schema (docs/safety.md); JSON-serialisable."""
@@ -192,12 +196,13 @@ class Verdict:
             "nudenet": self.nudenet,
             "classifier": self.classifier,
             "settings": dict(self.settings),
+            "let_through": list(self.let_through),
         }
 
     def status_text(self) -> str:
         """One line for the node's STRING output."""
         if self.allowed:
-            return ALLOWED_TEXT
+            return ALLOWED_FLAGGED_TEXT + "; ".join(self.let_through) if self.let_through else ALLOWED_TEXT
         return "BLOCKED by " + "; ".join(" ".join(r.split()) for r in self.reasons)
 
 
@@ -259,6 +264,7 @@ def decide(
         found = ", ".join(f"{d['label']} {float(d['score']):.2f}" for d in nn["detections"])
         by_check["nudenet"].append(f"nudenet: {found}")
     domains: dict[str, str] = dict(cl["classification"]) if cl is not None else {}
+    let_through: list[str] = []
     if cl is not None:
         hits = []
         for domain, verdict in domains.items():
@@ -266,6 +272,9 @@ def decide(
                 hits.append(f"{domain}={verdict} (always blocked)")
             elif (verdict == "UNSAFE" and block_unsafe) or (verdict == "BORDERLINE" and block_borderline):
                 hits.append(f"{domain}={verdict}")
+            elif verdict != "SAFE":
+                flag = "block_unsafe" if verdict == "UNSAFE" else "block_borderline"
+                let_through.append(f"classifier {domain}={verdict} ({flag}=false)")
         if hits:
             text = f"classifier: {', '.join(hits)}"
             said = [" ".join(r.split()) for r in cl["reasons"] if r.strip()]
@@ -288,4 +297,5 @@ def decide(
         nudenet=nn,
         classifier=cl,
         settings=settings,
+        let_through=tuple(let_through) if allowed else (),
     )

@@ -33,15 +33,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ben2_worker.errors import InputError, ModelCorruptError, ModelError, ModelMissingError
 from ben2_worker.runtime import resolve_providers, session_options
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ben2_worker.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -318,19 +315,6 @@ class NudityDetector:
                 raise ModelCorruptError(f"{self.path}: unreadable class names in the model metadata: {exc}") from exc
             if labels != ALL_LABELS:
                 raise ModelCorruptError(f"{self.path}: the model's classes {labels} are not NudeNet's 18 labels in order")
-
-    @classmethod
-    def from_store(cls, settings: "Settings") -> "NudityDetector":
-        """The detector on the verified ``nudenet`` model of ``settings.models_dir``.
-
-        A missing or checksum-failing file raises its ModelError; nothing falls back."""
-        from ben2_worker.models.store import ModelStore
-
-        # Always the pinned file: it ships inside the nudenet wheel, so there is no "own
-        # re-export" to allow, and BEN2_WORKER_ALLOW_CUSTOM_MODELS does not apply (a damaged
-        # detector that loads would release what it should block).
-        path = ModelStore(settings.models_dir).require(MODEL_NAME, full_check=True)
-        return cls(path, providers=settings.providers, threads=settings.threads)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Every detection (all 18 labels, score > 0.25 after NMS), best first."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Ben2WorkerError, InputError
+from ..errors import BlockedError, InputError, NodeFailedError
 
 
 def error_entry(type_: str, message: str, details: str = "", **extra: Any) -> dict:
@@ -30,22 +30,19 @@ class WorkflowValidationError(InputError):
         super().__init__(summary or _summary(error, self.node_errors), field="workflow")
 
 
-class WorkflowExecutionError(Ben2WorkerError):
+class WorkflowExecutionError(NodeFailedError):
     """A node failed while running for a reason that is neither the caller's input nor a
-    missing engine (a bug, an engine that raised something unexpected). Names the node."""
-
-    def __init__(self, message: str, *, node_id: str | None = None, class_type: str | None = None):
-        super().__init__(message)
-        self.node_id = node_id
-        self.class_type = class_type
+    missing engine (a bug, an engine that raised something unexpected). Names the node; the
+    exception it raised is the ``__cause__``. A node that raised one of the package's own
+    errors fails as a plain :class:`~ben2_worker.errors.NodeFailedError` around it."""
 
 
-class ContentBlockedError(InputError):
+class ContentBlockedError(BlockedError):
     """The safety gate refused the image (or could not decide, which also blocks)."""
 
     def __init__(self, message: str, *, reasons: list[str] | None = None, node_id: str | None = None,
                  verdict: dict | None = None):
-        super().__init__(message, field="image")
+        super().__init__(message)
         self.reasons = list(reasons or [])
         self.node_id = node_id
         self.verdict = verdict  # safety.gate.Verdict.as_dict(): which check, which domain, reasons

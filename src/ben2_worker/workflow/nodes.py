@@ -1,5 +1,5 @@
 """The node types the runner executes, with the user's input names, widget order, defaults,
-ranges and choices (contracts §2), each a small adapter over the same engines the simple API
+ranges and choices (docs/contracts.md#the-users-nodes), each a small adapter over the same engines the simple API
 uses.
 
 Executors take ``(ctx, node_id, **inputs)`` and return a tuple matching ``RETURN_TYPES``.
@@ -19,43 +19,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..budget import JobBudget
-from ..cutout import BACKGROUND_PRESETS, TARGET_PIXELS, MatteOptions, compose, shape_matte, smart_resize_size, upscale_matte
+from ..cutout import (
+    INTERPOLATIONS,
+    TARGET_PIXELS,
+    CutoutOptions,
+    MatteOptions,
+    check_interpolation,
+    resize,
+    smart_resize_size,
+)
 from ..errors import EngineUnavailableError, InputError
 from ..imaging import decode_image, encode_image, parse_color
+from ..options import BACKGROUND_PRESETS, node_range
+from ..safety.caption import FLORENCE_TASKS
 from ..safety.caption import TASKS as CAPTION_TASKS
 from . import model_files
 from .errors import ContentBlockedError, WorkflowExecutionError
 from .results import OutputImage, OutputText
 from .spec import MISSING, InputSpec, NodeSpec
-from .values import Florence2ModelRef, ImageValue, MaskValue
+from .values import Florence2ModelRef, ImageValue, MaskValue, VerdictJSON, verdict_object
 
 log = logging.getLogger(__name__)
 
-INTERPOLATIONS = ("lanczos", "bicubic", "bilinear")
-_PIL_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
-#: kijai's Florence2Run task names -> Florence-2 prompt tokens. All are accepted by validation's
-#: list check (the user's node offers them); only the text-only ones below can run here.
-FLORENCE_TASKS = {
-    "region_caption": "<OD>",
-    "dense_region_caption": "<DENSE_REGION_CAPTION>",
-    "region_proposal": "<REGION_PROPOSAL>",
-    "caption": "<CAPTION>",
-    "detailed_caption": "<DETAILED_CAPTION>",
-    "more_detailed_caption": "<MORE_DETAILED_CAPTION>",
-    "caption_to_phrase_grounding": "<CAPTION_TO_PHRASE_GROUNDING>",
-    "referring_expression_segmentation": "<REFERRING_EXPRESSION_SEGMENTATION>",
-    "ocr": "<OCR>",
-    "ocr_with_region": "<OCR_WITH_REGION>",
-    "docvqa": "<DocVQA>",
-    "prompt_gen_tags": "<GENERATE_TAGS>",
-    "prompt_gen_mixed_caption": "<MIXED_CAPTION>",
-    "prompt_gen_analyze": "<ANALYZE>",
-    "prompt_gen_mixed_caption_plus": "<MIXED_CAPTION_PLUS>",
-}
 #: The ones that can run: the captioner's own task list (text answers only).
 FLORENCE_TEXT_TASKS = tuple(CAPTION_TASKS)
 
@@ -185,15 +173,6 @@ def missing_upload_error(node_id: str, name: str, images: dict[str, bytes]) -> I
 # ----------------------------------------------------------------------------- helpers
 
 
-def pil_resize(pixels: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
-    """Resize with PIL's filter as the user's nodes do (antialiased; RGBA premultiplied)."""
-    if (pixels.shape[1], pixels.shape[0]) == tuple(size):
-        return pixels
-    mode = "RGBA" if pixels.shape[2] == 4 else "RGB"
-    im = Image.fromarray(pixels, mode).resize(tuple(size), _PIL_FILTERS.get(interpolation, Image.Resampling.LANCZOS))
-    return np.asarray(im)
-
-
 def _background(background_color: str, custom_hex_color: str) -> tuple[int, int, int] | None:
     if background_color == "none":
         return None
@@ -228,8 +207,12 @@ def run_smart_resize(ctx: RunContext, node_id: str, image: ImageValue, target_mo
     size = smart_resize_size(w, h, TARGET_PIXELS[target_model], resize_mode)
     if size == (w, h):
         return image, w, h
-    # Provenance: the resized copy remembers the full-resolution image it came from.
-    return ImageValue(pil_resize(image.pixels, size, interpolation), full=image), w, h
+    # Provenance: the resized copy remembers the full-resolution image it came from. It is made
+    # only when a node reads its pixels: BEN2 feeds the original to the model and needs only
+    # the size. The one resizer: the safety checks see these very pixels (cutout.working_copy).
+    check_interpolation(interpolation)  # refused now, not when the pixels are first read
+    return ImageValue(None, make=lambda: resize(image.pixels, size, interpolation),
+                      shape=(size[1], size[0], image.channels), full=image), w, h
 
 
 def run_restore_size(ctx: RunContext, node_id: str, image: ImageValue, original_width: int, original_height: int,
@@ -241,31 +224,41 @@ def run_restore_size(ctx: RunContext, node_id: str, image: ImageValue, original_
         # The same content at full resolution (BEN2's matte on the original pixels), not an enlargement.
         return (image.full_resolution(),)
     ctx.budget.budget.check_image(f"node {node_id} (RestoreOriginalSize) output", *size)  # an enlargement obeys the upload limit
-    return (ImageValue(pil_resize(image.pixels, size, interpolation)),)
+    return (ImageValue(resize(image.pixels, size, interpolation)),)
 
 
 def run_ben2(ctx: RunContext, node_id: str, image: ImageValue, provider: str, background_color: str = "none",
              custom_hex_color: str = "#FFFFFF", sensitivity: float = 1.0, mask_blur: int = 0, mask_offset: int = 0) -> tuple:
+    """Parameter mapping over the cut-out engine's steps (preprocess, forward, postprocess).
+
+    With provenance the model sees the original (as the task API and the CLI do) and the
+    full-resolution cut-out is the matte applied to the original pixels; the matte is shaped
+    at this image's (working) size either way, so the options mean what they mean in the
+    user's node. Both cut-outs are made only when a node reads them."""
     engine = ctx.engine("cutout", node_id, "BEN2_ONNX_RemoveBg")
     served = getattr(getattr(engine, "model", None), "info", None)
     log.info("node %s asks for provider %s; this worker runs BEN2 on %s", node_id, provider,
              ", ".join(served.providers) if served else "its configured providers")
-    background = _background(background_color, custom_hex_color)
-    options = MatteOptions(sensitivity=float(sensitivity), mask_blur=int(mask_blur), mask_offset=int(mask_offset))
+    options = CutoutOptions(
+        matte=MatteOptions(sensitivity=float(sensitivity), mask_blur=int(mask_blur), mask_offset=int(mask_offset)),
+        background=_background(background_color, custom_hex_color),
+    )
     origin = image.full_resolution() if image.full_size else None
-    # With provenance the model sees the original (one resize to model size, as the CLI does);
-    # the matte is shaped at this image's (working) size either way, so the options mean what
-    # they mean in the user's node.
-    raw = engine.mattes([(origin or image).rgb])[0]
-    matte = shape_matte(raw, image.size, options)
-    result = compose(image.rgb, matte, background)
+    raw = engine.forward([engine.preprocess((origin or image).rgb)])[0]
+    matte = engine.shape(raw, image.size, options)
+    mask = MaskValue.from_uint8(matte)
     if origin is None:
-        return ImageValue(result), MaskValue.from_uint8(matte)
+        return ImageValue(engine.apply(matte, image.rgb, options).image), mask
+
+    def working() -> np.ndarray:
+        return engine.apply(matte, image.rgb, options).image
 
     def full() -> ImageValue:
-        return ImageValue(compose(origin.rgb, upscale_matte(matte, origin.size), background))
+        return ImageValue(engine.apply(matte, origin.rgb, options).image)
 
-    return ImageValue(result, full=full, full_size=origin.size), MaskValue.from_uint8(matte)
+    channels = 4 if options.background is None else 3
+    return ImageValue(None, make=working, shape=(image.height, image.width, channels), full=full,
+                      full_size=origin.size), mask
 
 
 def run_free_vram(ctx: RunContext, node_id: str, image: ImageValue, mode: str = "soft", unload_models: bool = False) -> tuple:
@@ -317,7 +310,7 @@ def run_nudenet(ctx: RunContext, node_id: str, image: ImageValue, threshold: flo
         raise WorkflowExecutionError(f"node {node_id} (NudeNetSafetyChecker): the NudeNet engine returned no is_nsfw verdict",
                                      node_id=node_id, class_type="NudeNetSafetyChecker")
     max_score = result.get("max_score", 0.0)
-    return json.dumps(result, indent=2), result["is_nsfw"], float(max_score) if isinstance(max_score, (int, float)) else 0.0
+    return VerdictJSON(result, indent=2), result["is_nsfw"], float(max_score) if isinstance(max_score, (int, float)) else 0.0
 
 
 def run_multidomain(ctx: RunContext, node_id: str, caption: str, model_path: str, temperature: float = 0.1,
@@ -327,7 +320,7 @@ def run_multidomain(ctx: RunContext, node_id: str, caption: str, model_path: str
     if not isinstance(result, dict):
         raise WorkflowExecutionError(f"node {node_id} (MultiDomainSafetyClassifier): the classifier returned "
                                      f"{type(result).__name__}, not a JSON object", node_id=node_id, class_type="MultiDomainSafetyClassifier")
-    return (json.dumps(result, ensure_ascii=False, indent=2),)
+    return (VerdictJSON(result, ensure_ascii=False, indent=2),)
 
 
 def run_json_extractor(ctx: RunContext, node_id: str, caption: str, model_path: str, subject_priority: str = "product",
@@ -352,7 +345,7 @@ def run_gate(ctx: RunContext, node_id: str, image: ImageValue, nudenet_json: str
     # missing verdict; see docs/safety.md.
     from ..safety.gate import decide
 
-    verdict = decide(nudenet_json, multidomain_json, block_unsafe=bool(block_unsafe),
+    verdict = decide(verdict_object(nudenet_json), verdict_object(multidomain_json), block_unsafe=bool(block_unsafe),
                      block_borderline=bool(block_borderline), nudenet_overrides_llama=bool(nudenet_overrides_llama))
     if not verdict.allowed:
         reasons = [" ".join(r.split()) for r in verdict.reasons]
@@ -424,7 +417,7 @@ _IMAGE = InputSpec("image", "IMAGE")
 
 
 def _interp(required: bool = False) -> InputSpec:
-    return InputSpec("interpolation", "COMBO", required=required, default="lanczos", choices=INTERPOLATIONS)
+    return InputSpec("interpolation", "COMBO", required=required, default="lanczos", choices=tuple(INTERPOLATIONS))
 
 
 _SPECS = [
@@ -475,11 +468,12 @@ _SPECS = [
             InputSpec("provider", "COMBO", default="CPU", choices=("CPU", "CUDA", "DirectML"),
                       tooltip="accepted; the worker's configured onnxruntime providers are used"),
             InputSpec("background_color", "COMBO", required=False, default="none",
-                      choices=("none", "white", "black", "red", "green", "blue", "custom")),
+                      choices=("none", *BACKGROUND_PRESETS, "custom")),
             InputSpec("custom_hex_color", "STRING", required=False, default="#FFFFFF"),
-            InputSpec("sensitivity", "FLOAT", required=False, default=1.0, min=0.0, max=1.0, step=0.01),
-            InputSpec("mask_blur", "INT", required=False, default=0, min=0, max=64, step=1),
-            InputSpec("mask_offset", "INT", required=False, default=0, min=-64, max=64, step=1),
+            # Ranges and defaults: the declared output options of the same names (ben2_worker.options).
+            InputSpec("sensitivity", "FLOAT", required=False, step=0.01, **node_range("sensitivity")),
+            InputSpec("mask_blur", "INT", required=False, step=1, **node_range("mask_blur")),
+            InputSpec("mask_offset", "INT", required=False, step=1, **node_range("mask_offset")),
         ),
         ("IMAGE", "MASK"), ("image", "mask"), run_ben2, category="image/preprocessing", source="user's pack",
         engine="cutout", check=check_ben2,

@@ -7,7 +7,7 @@ import time
 from typing import Any, Callable
 
 from ..budget import Budget, JobBudget
-from ..errors import Ben2WorkerError, EngineUnavailableError
+from ..errors import Ben2WorkerError, EngineUnavailableError, NodeFailedError
 from .convert import is_ui_workflow, ui_to_api
 from .errors import ContentBlockedError, WorkflowExecutionError, WorkflowValidationError, error_entry
 from .nodes import ENGINE_HELP, NODE_TYPES, RunContext, find_upload, missing_upload_error
@@ -40,10 +40,11 @@ class WorkflowRunner:
         api = ui_to_api(workflow) if ui else workflow
         return validate(api, models_dir=self.engines.settings.models_dir, engines=self.engines, check_models=self.check_models)
 
-    def prepare(self, workflow: dict) -> dict:
-        """The validated API-format graph (UI format is converted first); raises
-        :class:`WorkflowValidationError` with ComfyUI's error records."""
-        return self.plan(workflow).graph
+    def prepare(self, workflow: dict) -> Plan:
+        """The validated plan (UI format is converted first) that :meth:`run` executes as is:
+        a workflow is validated once. ``plan.graph`` is the normalised API-format graph.
+        Raises :class:`WorkflowValidationError` with ComfyUI's error records."""
+        return self.plan(workflow)
 
     # ------------------------------------------------------------------ execution
 
@@ -66,10 +67,12 @@ class WorkflowRunner:
                 if find_upload(images, name) is None:
                     raise missing_upload_error(nid, name, images)
 
-    def run(self, workflow: dict, images: dict[str, bytes], *,
+    def run(self, workflow: Plan | dict, images: dict[str, bytes], *,
             progress: Callable[[str], None] | None = None, budget: JobBudget | None = None) -> WorkflowResult:
+        """Run a plan from :meth:`prepare` (or a workflow, which is planned first); ``budget``:
+        the job's running tally (default: a fresh one from the settings)."""
         start = time.perf_counter()
-        plan = self.plan(workflow)
+        plan = workflow if isinstance(workflow, Plan) else self.plan(workflow)
         timings: dict[str, float] = {"validate": time.perf_counter() - start}
         images = dict(images or {})
         self._preflight(plan, images)
@@ -95,13 +98,11 @@ class WorkflowRunner:
             t0 = time.perf_counter()
             try:
                 out = spec.fn(ctx, nid, **kwargs)
-            except ContentBlockedError:
+            except (ContentBlockedError, NodeFailedError):
                 raise
-            except Ben2WorkerError as exc:
-                if f"node {nid} " not in str(exc):
-                    exc.args = (f"node {nid} ({class_type}): {exc}",) + tuple(exc.args[1:])
-                exc.node_id = nid  # type: ignore[attr-defined]
-                raise
+            except Ben2WorkerError as exc:  # named for the node, the original kept as the cause
+                named = str(exc) if str(exc).startswith(f"node {nid} ") else f"node {nid} ({class_type}): {exc}"
+                raise NodeFailedError(named, node_id=nid, class_type=class_type) from exc
             except Exception as exc:
                 log.exception("node %s (%s) failed", nid, class_type)
                 raise WorkflowExecutionError(f"node {nid} ({class_type}) failed: {type(exc).__name__}: {exc}",

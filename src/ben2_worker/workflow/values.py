@@ -9,13 +9,21 @@ one; see docs/workflows.md."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, Union
 
 import numpy as np
 
 FullSource = Union["ImageValue", Callable[[], "ImageValue"], None]
+
+
+def _checked(a: np.ndarray) -> np.ndarray:
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4) or 0 in a.shape[:2]:
+        raise ValueError(f"an IMAGE must be (H, W, 3|4) uint8, got {a.dtype} {a.shape}")
+    return a
 
 
 class ImageValue:
@@ -24,15 +32,21 @@ class ImageValue:
     ``full_size``/``full_resolution()``: the same content at the larger size it was resized
     from, when known. Nodes that keep content (FreeVRAMInline, HybridSafetyGate) pass the very
     same object on; nodes that change pixels make a new value and decide what its full
-    resolution version is (BEN2 applies its matte to the original pixels)."""
+    resolution version is (BEN2 applies its matte to the original pixels). A value may be made
+    lazily (``make=``, ``shape=``): BEN2's working-size cut-out is only composed when a node
+    reads it, not when RestoreOriginalSize goes straight to the full-resolution version."""
 
-    __slots__ = ("pixels", "full_size", "_full")
+    __slots__ = ("_full", "_make", "_pixels", "_shape", "full_size")
 
-    def __init__(self, pixels: np.ndarray, *, full: FullSource = None, full_size: tuple[int, int] | None = None):
-        a = np.asarray(pixels)
-        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4) or 0 in a.shape[:2]:
-            raise ValueError(f"an IMAGE must be (H, W, 3|4) uint8, got {a.dtype} {a.shape}")
-        self.pixels = np.ascontiguousarray(a)
+    def __init__(self, pixels: np.ndarray | None, *, full: FullSource = None, full_size: tuple[int, int] | None = None,
+                 make: Callable[[], np.ndarray] | None = None, shape: tuple[int, int, int] | None = None):
+        if pixels is None:  # lazily made: only computed when a node reads the pixels
+            if make is None or shape is None:
+                raise ValueError("an IMAGE without pixels needs make= and shape=")
+            self._pixels, self._make, self._shape = None, make, tuple(shape)
+        else:
+            a = _checked(np.asarray(pixels))
+            self._pixels, self._make, self._shape = np.ascontiguousarray(a), None, a.shape
         if full is not None and full_size is None:
             if not isinstance(full, ImageValue):
                 raise ValueError("full_size is required with a lazily computed full-resolution image")
@@ -43,12 +57,22 @@ class ImageValue:
         self.full_size = tuple(full_size) if full_size is not None else None
 
     @property
+    def pixels(self) -> np.ndarray:
+        """(H, W, 3|4) uint8; computed on first use for a lazily made value."""
+        if self._pixels is None:
+            a = _checked(np.asarray(self._make()))  # type: ignore[misc]
+            if a.shape != self._shape:
+                raise RuntimeError(f"lazily made image is {a.shape}, expected {self._shape}")
+            self._pixels, self._make = np.ascontiguousarray(a), None
+        return self._pixels
+
+    @property
     def width(self) -> int:
-        return int(self.pixels.shape[1])
+        return int(self._shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.pixels.shape[0])
+        return int(self._shape[0])
 
     @property
     def size(self) -> tuple[int, int]:
@@ -57,7 +81,7 @@ class ImageValue:
 
     @property
     def channels(self) -> int:
-        return int(self.pixels.shape[2])
+        return int(self._shape[2])
 
     @property
     def rgb(self) -> np.ndarray:
@@ -66,7 +90,7 @@ class ImageValue:
             return self.pixels
         return np.ascontiguousarray(self.pixels[..., :3])
 
-    def full_resolution(self) -> "ImageValue | None":
+    def full_resolution(self) -> ImageValue | None:
         """The same content at ``full_size``, computed once on first call; None without provenance."""
         if self._full is None:
             return None
@@ -94,7 +118,7 @@ class MaskValue:
         self.values = a
 
     @classmethod
-    def from_uint8(cls, alpha: np.ndarray) -> "MaskValue":
+    def from_uint8(cls, alpha: np.ndarray) -> MaskValue:
         return cls(alpha.astype(np.float32) * np.float32(1 / 255))
 
     @property
@@ -115,3 +139,23 @@ class Florence2ModelRef:
     path: Path | None
     precision: str
     attention: str
+
+
+class VerdictJSON(str):
+    """A check's verdict as its node's STRING output: the JSON text (what ShowText shows and
+    what another pack's node would parse) plus the object it was written from (``data``), so
+    the gate in the same process reads the object instead of parsing the text back. JSON is
+    written only at this node edge."""
+
+    data: dict
+
+    def __new__(cls, data: dict, **dumps: Any) -> VerdictJSON:
+        text = super().__new__(cls, json.dumps(data, **dumps))
+        text.data = data
+        return text
+
+
+def verdict_object(value: Any) -> Any:
+    """What the gate decides on: the object behind a :class:`VerdictJSON`, else the value itself
+    (JSON text from another pack's node, parsed and checked by the gate)."""
+    return value.data if isinstance(value, VerdictJSON) else value

@@ -15,8 +15,10 @@ llama-cpp-python (compiled in the llama-build stage; its runtime dependencies ar
 its place) and, for comfyui, torch (ComfyUI's own). The full image's CPU torch comes from the
 PyTorch CPU index; when that index cannot be reached the full-cpu check is skipped, not passed.
 
-Exit 0: every checked image resolves (or the registry cannot be reached: skipped, with a
-message). Exit 1: an image does not resolve; the conflicting pins are printed. The machine's
+Exit 0: every checked image resolves (or the registry cannot be reached, answers too slowly or
+drops the connection: that image is skipped, with a message). Exit 1 only for a real conflict:
+an image does not resolve, and the conflicting pins are printed. Time is bounded: pip's own
+network timeout and retries, and ``--timeout`` seconds per image (all images run at once). The machine's
 own pip configuration (local mirrors, constraint files, find-links) is ignored: the question is
 what the registry says, as a clean image build sees it."""
 
@@ -36,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "lock.txt"
+#: Seconds one image's question may take (they run at once; a recent pip needs ~2.5 min for all).
+DEFAULT_TIMEOUT_S = 480.0
 PINS = ROOT / "docker" / "cuda12-pins.txt"
 PYPROJECT = ROOT / "pyproject.toml"
 PACK_REQUIREMENTS = ROOT / "requirements.txt"
@@ -142,6 +146,15 @@ def reachable(url: str, timeout: float = 15.0) -> str | None:
         return str(getattr(exc, "reason", exc))
 
 
+#: pip's words for a registry that failed it (not a resolution problem).
+_NETWORK_TROUBLE = re.compile(
+    r"Could not fetch URL|Connection (?:broken|reset|refused|aborted)|Read timed out|ConnectTimeout|"
+    r"NewConnectionError|Max retries exceeded|Temporary failure in name resolution|Name or service not known|"
+    r"ReadTimeoutError|SSLError|ProxyError|IncompleteRead|HTTP error 5\d\d|503 Service Unavailable|RemoteDisconnected")
+#: pip's own per-request bounds: slow answers fail fast instead of stalling CI.
+PIP_NETWORK_ARGS = ("--timeout", "30", "--retries", "2")
+
+
 def pip_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _PIP_ENV_DROPPED}
     env["PIP_CONFIG_FILE"] = os.devnull  # no machine-wide mirrors, constraints or find-links
@@ -169,7 +182,11 @@ def pip_python() -> str:
     wheels (700 MB each) and took 8.5 minutes here against 2.5. Made once under the cache
     folder; when that fails (offline), this interpreter's own pip is used."""
     def version(python: str) -> tuple[int, ...]:
-        proc = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True, env=pip_env())
+        try:
+            proc = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True, env=pip_env(),
+                                  timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return (0,)
         found = re.match(r"pip (\d+)\.(\d+)", proc.stdout)
         return tuple(int(x) for x in found.groups()) if found else (0,)
 
@@ -179,26 +196,39 @@ def pip_python() -> str:
     python = str(venv / "bin" / "python")
     if not Path(python).exists() or version(python) < (24, 0):
         try:
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-            subprocess.run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True,
-                           capture_output=True, env=pip_env(), timeout=300)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+            subprocess.run([python, "-m", "pip", "install", "--quiet", *PIP_NETWORK_ARGS, "--upgrade", "pip"],
+                           check=True, capture_output=True, env=pip_env(), timeout=180)
         except (OSError, subprocess.SubprocessError):
             return sys.executable
     return python
 
 
-def check(image: ImageSet, *, python: str = sys.executable, timeout: float = 900.0) -> dict:
+def check(image: ImageSet, *, python: str = sys.executable, timeout: float = DEFAULT_TIMEOUT_S,
+          index: str | None = None) -> dict:
+    """The registry's answer for one image: ``ok``, ``conflict`` (pins that cannot resolve), or
+    ``skipped`` (the registry timed out or failed the connection: nothing was learnt)."""
+    try:
+        return _check(image, python=python, timeout=timeout, index=index)
+    except subprocess.TimeoutExpired:
+        return {"image": image.name, "status": "skipped", "notes": image.notes,
+                "problems": [f"the registry did not answer the whole question within {timeout:.0f} s"]}
+
+
+def _check(image: ImageSet, *, python: str, timeout: float, index: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp, "requirements.txt")
         con = Path(tmp, "constraints.txt")
         req.write_text("\n".join(image.requirements) + "\n")
         con.write_text("\n".join(image.constraints) + "\n")
-        cmd = [python, "-m", "pip", "install", "--dry-run", "--report", str(Path(tmp, "report.json")), "--ignore-installed",
+        cmd = [python, "-m", "pip", "install", *PIP_NETWORK_ARGS, "--dry-run", "--report", str(Path(tmp, "report.json")), "--ignore-installed",
                "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp312",
                *[a for p in PLATFORMS for a in ("--platform", p)], "--only-binary=:all:",
                "--target", str(Path(tmp, "target")), "-r", str(req), "-c", str(con)]
-        for index in image.extra_index:
-            cmd += ["--extra-index-url", index]
+        if index:
+            cmd += ["--index-url", index]
+        for extra in image.extra_index:
+            cmd += ["--extra-index-url", extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=pip_env(), timeout=timeout)
         report = json.loads(Path(tmp, "report.json").read_text()) if proc.returncode == 0 else {}
     result = {"image": image.name, "requirements": len(image.requirements), "notes": image.notes}
@@ -206,6 +236,9 @@ def check(image: ImageSet, *, python: str = sys.executable, timeout: float = 900
         installed = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in report.get("install", [])}
         result.update(status="ok", resolved=len(installed),
                       key_pins={k: installed[k] for k in ("onnxruntime-gpu", "torch", "transformers", "numpy") if k in installed})
+    elif _NETWORK_TROUBLE.search(proc.stdout + proc.stderr):
+        trouble = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if _NETWORK_TROUBLE.search(line)]
+        result.update(status="skipped", problems=["the registry failed the connection: " + trouble[0][:300]])
     else:
         result.update(status="conflict", problems=conflict_lines(proc.stdout + "\n" + proc.stderr))
     return result
@@ -218,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--index", default=os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/"),
                         help="the registry to probe first (default: PIP_INDEX_URL or PyPI)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per image (default %(default)s)")
     args = parser.parse_args(argv)
     why = reachable(args.index)
     if why is not None:
@@ -240,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"image": name, "status": "skipped",
                                 "problems": [f"index {', '.join(missing)} cannot be reached from here"]})
                 continue
-        results.append(pool.submit(check, image, python=python))
+        results.append(pool.submit(check, image, python=python, timeout=args.timeout, index=args.index))
     results = [r.result() if isinstance(r, concurrent.futures.Future) else r for r in results]
     if args.json:
         print(json.dumps(results, indent=2))

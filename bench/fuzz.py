@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,11 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fuzz_targets as ft  # noqa: E402
+from benchlib import commit  # noqa: E402
 
 
 def build_worker(models: Path):
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                     print("fuzz: saved", ft.save_case(target, what, payload, note=f"found by bench/fuzz.py: {target} {what}"))
     summary = ft.TALLY.summary()
     summary.update(seconds=round(time.perf_counter() - started, 1), examples_per_target=args.examples,
-                   seed=args.seed, next_valid_job_failures=len(next_job_failures), commit=_commit(),
+                   seed=args.seed, next_valid_job_failures=len(next_job_failures), commit=commit(),
                    note="BEN2 stand-in (test fixture); timings on a shared, loaded machine")
     print(f"fuzz: {summary['total_cases']} cases tried, {summary['crashes']} crashes, {summary['hangs']} hangs, "
           f"{summary['memory_hogs']} memory hogs, {len(next_job_failures)} failed next valid jobs "
@@ -135,14 +136,6 @@ def _returning_none(check):
         check(value)
 
     return body
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

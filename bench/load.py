@@ -43,9 +43,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+from benchlib import commit  # noqa: E402
 from PIL import Image  # noqa: E402
 
 SIMPLE_WORKFLOW = ROOT / "workflows" / "BG_remove_BEN2_simple_2nd.api.json"
@@ -383,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"load: against the one-client baseline: throughput x{ratios['throughput']}, "
               f"valid p50 x{ratios['valid_p50']}, p95 x{ratios['valid_p95']}")
-    report = {"target": target, "load": result, "baseline": baseline, "ratios": ratios, "commit": _commit(),
+    report = {"target": target, "load": result, "baseline": baseline, "ratios": ratios, "commit": commit(),
               "note": "BEN2 stand-in (a test fixture, not the model): latencies show queueing and overhead only; "
                       "a shared, loaded 2-core machine"}
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -391,14 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load: written to {args.json}")
     bad = result["lost"] or result["duplicated"] or result["mixed_up"] or result["wrong"]
     return 1 if bad else 0
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import gc
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,8 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
+from benchlib import commit  # noqa: E402
 from PIL import Image  # noqa: E402
 
 WORKFLOWS = ROOT / "workflows"
@@ -227,21 +228,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['slope_per_100_jobs']} MB/100 jobs, peak {r['peak']} MB); fds {result['fds']}; OS threads {result['os_threads']}")
     for failure in result["failure_examples"]:
         print("soak: unexpected:", failure)
-    result.update(commit=_commit(), limit_mb=args.limit_mb,
+    result.update(commit=commit(), limit_mb=args.limit_mb,
                   note="test stand-in models (fixtures, not the product's); a shared, loaded 2-core machine")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"soak: written to {args.json}")
     leaked = result["fds"]["end"] > result["fds"]["after_warmup"] or result["os_threads"]["end"] > result["os_threads"]["after_warmup"]
     return 1 if result["failures"] or leaked or r["growth_after_warmup"] > args.limit_mb else 0
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

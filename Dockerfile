@@ -114,6 +114,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # ------------------------------------------------------------------------------------------------
 # runtime: what both targets share (user, entry point, files that are not models or code).
+# BEN2_WORKER_DEVICE=gpu: built for a GPU, the worker refuses to start when it cannot use one
+# (never a silent CPU fallback); a CPU endpoint sets BEN2_WORKER_DEVICE=auto (docs/deploy.md).
 FROM os AS runtime
 RUN groupadd --system --gid 10001 ben2 \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/ben2 --shell /usr/sbin/nologin ben2
@@ -123,7 +125,8 @@ ENV PATH=/opt/venv/bin:${PATH} \
     BEN2_WORKER_WORKFLOWS=/opt/ben2-worker/workflows \
     HF_HUB_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    BEN2_WORKER_DEVICE=gpu
 LABEL org.opencontainers.image.title="ben2-worker" \
       org.opencontainers.image.description="BEN2 background removal with a fail-closed safety stack, RunPod serverless worker" \
       org.opencontainers.image.licenses="Apache-2.0 AND MIT AND AGPL-3.0-only AND LicenseRef-Llama-3.1-Community"

@@ -16,6 +16,16 @@ sys.path.insert(0, str(TESTS))
 
 from standin_models import build_ben2_standin, build_models_dir  # noqa: E402
 
+try:  # fuzz profiles (tests/test_fuzz.py): a fixed slice by default, --hypothesis-profile=long for more
+    from hypothesis import HealthCheck, settings
+
+    _FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+    settings.register_profile("default-suite", max_examples=25, derandomize=True, database=None, **_FUZZ)
+    settings.register_profile("long", max_examples=1500, **_FUZZ)
+    settings.load_profile("default-suite")
+except ImportError:  # hypothesis is in the test extra; without it only the fuzz tests fail to import
+    pass
+
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:

@@ -28,6 +28,15 @@ DEFAULT_URL_MAX_BYTES = 50 * 2**20
 DEFAULT_URL_TIMEOUT_S = 20.0
 DEFAULT_HUB_ENDPOINT = DEFAULT_ENDPOINT
 DEFAULT_HUB_TIMEOUT_S = DEFAULT_HUB_TIMEOUT
+DEFAULT_MAX_JOB_PIXELS = 256_000_000
+DEFAULT_MAX_OUTPUTS = 64
+DEFAULT_MAX_OUTPUT_PIXELS = 512_000_000
+DEFAULT_MAX_OUTPUT_BYTES = 512 * 2**20
+DEFAULT_MAX_NODES = 1000
+DEFAULT_MAX_ERROR_BYTES = 16 * 1024
+#: Scans in one JPEG. Encoders write 1 (baseline) or about 10 (progressive); each extra scan makes
+#: the decoder walk the whole image again, so 2,000 tiny scans in an 80 KB file cost ~7 s per 9 MP.
+DEFAULT_MAX_JPEG_SCANS = 100
 
 #: ``unit``: RGB/255 with no mean/std (BEN2's own ONNX example and the user's node).
 #: ``imagenet``: ImageNet mean/std, as BEN2's PyTorch reference. See docs/models.md.
@@ -35,6 +44,8 @@ INPUT_SCALINGS = ("unit", "imagenet")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: ``BEN2_COMFY_COMPAT_NODES``: register the pack's stand-ins for third-party nodes.
 COMPAT_MODES = ("auto", "always", "never")
+#: ``BEN2_WORKER_DEVICE``: ``gpu`` (the image is built for one) refuses to start without a GPU.
+DEVICES = ("auto", "gpu", "cpu")
 
 _YES = ("1", "true", "yes", "on")
 _NO = ("0", "false", "no", "off")
@@ -43,7 +54,10 @@ _NO = ("0", "false", "no", "off")
 VARIABLES = (
     "BEN2_WORKER_MODELS", "BEN2_WORKER_PIPELINES", "BEN2_WORKER_PROVIDERS", "BEN2_WORKER_THREADS",
     "BEN2_WORKER_INPUT_SCALING", "BEN2_WORKER_ALLOW_CUSTOM_MODELS", "BEN2_WORKER_MAX_PIXELS",
-    "BEN2_WORKER_JOB_TIMEOUT", "BEN2_WORKER_SAFETY_TIMEOUT", "BEN2_WORKER_LOG_LEVEL",
+    "BEN2_WORKER_DEVICE", "BEN2_WORKER_MAX_JOB_PIXELS", "BEN2_WORKER_MAX_JPEG_SCANS",
+    "BEN2_WORKER_MAX_OUTPUTS", "BEN2_WORKER_MAX_OUTPUT_PIXELS", "BEN2_WORKER_MAX_OUTPUT_BYTES",
+    "BEN2_WORKER_MAX_NODES", "BEN2_WORKER_MAX_ERROR_BYTES",
+    "BEN2_WORKER_JOB_TIMEOUT", "BEN2_WORKER_SAFETY_TIMEOUT", "BEN2_WORKER_LOG_LEVEL", "BEN2_WORKER_LOG_PRIVATE",
     "BEN2_WORKER_WORKFLOWS", "BEN2_WORKER_URL_MAX_BYTES", "BEN2_WORKER_URL_TIMEOUT",
     "BEN2_WORKER_URL_ALLOW_HTTP", "BEN2_WORKER_URL_ALLOW_PRIVATE", "BEN2_WORKER_PUT_TIMEOUT",
     "BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "BUCKET_NAME",
@@ -145,6 +159,24 @@ class UrlSettings:
 
 
 @dataclass(frozen=True)
+class BudgetSettings:
+    """What one request may make the worker do, beyond ``max_pixels`` per image; checked before
+    the work (ben2_worker/budget.py, docs/reliability.md)."""
+
+    #: Pixels all images of one job decode, together (counted from each header before decoding).
+    max_job_pixels: int = DEFAULT_MAX_JOB_PIXELS
+    #: Scans in one JPEG: each is another pass of the decoder over the whole image.
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+    max_outputs: int = DEFAULT_MAX_OUTPUTS
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    #: Nodes in one workflow, checked before validation.
+    max_nodes: int = DEFAULT_MAX_NODES
+    #: Bytes of one error response (an error naming 10,000 nodes is cut, never megabytes).
+    max_error_bytes: int = DEFAULT_MAX_ERROR_BYTES
+
+
+@dataclass(frozen=True)
 class S3Settings:
     """The operator's bucket, as given (api/delivery.py checks and splits the endpoint)."""
 
@@ -185,16 +217,21 @@ class Settings:
     allow_custom_models: bool = False
     #: Pipelines that must be served (start fails without their models); None: what is present.
     pipelines: tuple[str, ...] | None = None
+    #: ``gpu``: the image was built for a GPU; the worker refuses to start without one.
+    device: str = "auto"
     job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
     #: Seconds each safety check may take before it counts as failed (and so blocks).
     safety_timeout_s: float = DEFAULT_SAFETY_TIMEOUT_S
     put_timeout_s: float = DEFAULT_PUT_TIMEOUT_S
     log_level: str = "INFO"
+    #: Log request details (sources, captions, verdict texts): for debugging only.
+    log_private: bool = False
     #: Workflow folders or files the selfcheck runs (empty: ./workflows when present).
     workflows: tuple[Path, ...] = ()
     comfy_compat_nodes: str = "auto"
     #: Terminal width for tables printed to a non-terminal (build logs); None: 160.
     columns: int | None = None
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
     urls: UrlSettings = field(default_factory=UrlSettings)
     s3: S3Settings = field(default_factory=S3Settings)
     hub: HubSettings = field(default_factory=HubSettings)
@@ -212,13 +249,24 @@ class Settings:
             threads=parse_whole(env, "BEN2_WORKER_THREADS", None),
             allow_custom_models=parse_flag(env, "BEN2_WORKER_ALLOW_CUSTOM_MODELS"),
             pipelines=parse_list(env, "BEN2_WORKER_PIPELINES", PIPELINES),
+            device=parse_choice(env, "BEN2_WORKER_DEVICE", DEVICES, "auto"),
             job_timeout_s=parse_seconds(env, "BEN2_WORKER_JOB_TIMEOUT", DEFAULT_JOB_TIMEOUT_S),
             safety_timeout_s=parse_seconds(env, "BEN2_WORKER_SAFETY_TIMEOUT", DEFAULT_SAFETY_TIMEOUT_S),
             put_timeout_s=parse_seconds(env, "BEN2_WORKER_PUT_TIMEOUT", DEFAULT_PUT_TIMEOUT_S),
             log_level=parse_choice(env, "BEN2_WORKER_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+            log_private=parse_flag(env, "BEN2_WORKER_LOG_PRIVATE"),
             workflows=parse_paths(env, "BEN2_WORKER_WORKFLOWS"),
             comfy_compat_nodes=parse_choice(env, "BEN2_COMFY_COMPAT_NODES", COMPAT_MODES, "auto"),
             columns=parse_whole(env, "COLUMNS", None),
+            budget=BudgetSettings(
+                max_job_pixels=parse_whole(env, "BEN2_WORKER_MAX_JOB_PIXELS", DEFAULT_MAX_JOB_PIXELS),
+                max_jpeg_scans=parse_whole(env, "BEN2_WORKER_MAX_JPEG_SCANS", DEFAULT_MAX_JPEG_SCANS),
+                max_outputs=parse_whole(env, "BEN2_WORKER_MAX_OUTPUTS", DEFAULT_MAX_OUTPUTS),
+                max_output_pixels=parse_whole(env, "BEN2_WORKER_MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS),
+                max_output_bytes=parse_whole(env, "BEN2_WORKER_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES),
+                max_nodes=parse_whole(env, "BEN2_WORKER_MAX_NODES", DEFAULT_MAX_NODES),
+                max_error_bytes=parse_whole(env, "BEN2_WORKER_MAX_ERROR_BYTES", DEFAULT_MAX_ERROR_BYTES),
+            ),
             urls=UrlSettings(
                 max_bytes=parse_whole(env, "BEN2_WORKER_URL_MAX_BYTES", DEFAULT_URL_MAX_BYTES),
                 timeout_s=parse_seconds(env, "BEN2_WORKER_URL_TIMEOUT", DEFAULT_URL_TIMEOUT_S),

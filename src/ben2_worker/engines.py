@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .errors import Ben2WorkerError, EngineUnavailableError, ModelCorruptError, ModelError, ModelMissingError
+from .errors import Ben2WorkerError, EngineUnavailableError, GpuUnavailableError, ModelCorruptError, ModelError, ModelMissingError
 from .models.locate import ModelFolders, wheel_file
 from .models.store import ModelStore, load_manifest, sha256_file
-from .runtime import thread_count
+from .runtime import require_gpu_providers, thread_count, warm_up
 
 if TYPE_CHECKING:
     from .cutout import CutoutEngine
@@ -170,9 +170,16 @@ def load_cutout_engine(settings: Settings, models_dir: Path | None = None, *, fo
     from .cutout import CutoutEngine
 
     folders = folders or ModelFolders.under(models_dir or settings.models_dir)
-    model = Ben2Model(model_file("ben2", settings, folders), providers=providers or settings.providers,
-                      threads=settings.threads)
-    return CutoutEngine(model, input_scaling=settings.input_scaling)
+    providers = providers or settings.providers
+    model = Ben2Model(model_file("ben2", settings, folders), providers=providers, threads=settings.threads)
+    engine = CutoutEngine(model, input_scaling=settings.input_scaling)
+    # A GPU worker whose GPU provider failed to load refuses to start (never a silent CPU
+    # fallback); on a GPU, one warm-up inference so the first job does not pay for it.
+    if require_gpu_providers(providers, settings.device, model.info.providers):
+        import numpy as np
+
+        warm_up(lambda: engine.mattes([np.zeros((64, 64, 3), np.uint8)]))
+    return engine
 
 
 def load_nudity_engine(settings: Settings, folders: ModelFolders | None = None, *,
@@ -235,7 +242,7 @@ def build_engines(settings: Settings, pipelines: tuple[str, ...] | None = None) 
     try:
         engines.cutout = load_cutout_engine(settings)
     except Ben2WorkerError as exc:
-        if required:  # every pipeline needs BEN2
+        if required or isinstance(exc, GpuUnavailableError):  # every pipeline needs BEN2; a GPU worker its GPU
             raise
         log.warning("BEN2 not loaded, no pipeline can be served: %s", exc)
     want_full = required is not None and "full" in required

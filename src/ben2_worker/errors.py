@@ -48,6 +48,10 @@ class ModelCorruptError(ModelError):
     pass
 
 
+class GpuUnavailableError(ModelError):
+    """A worker that must run on a GPU cannot use one: it refuses to start rather than serve at CPU speed."""
+
+
 class DownloadError(ModelError):
     """A download failed (offline, hub unreachable, revision gone)."""
 

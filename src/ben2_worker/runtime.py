@@ -121,3 +121,71 @@ def session_options(threads: int | None = None):
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return opts
+
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider")
+
+
+def gpu_required(requested: str | Iterable[str], device: str = "auto") -> bool:
+    """Must this worker run on a GPU? Yes when the image was built for one (``device`` ``gpu``,
+    ``BEN2_WORKER_DEVICE``) or the providers setting names a GPU provider without also naming
+    ``cpu`` (naming ``cpu`` too is consent to fall back)."""
+    if device == "gpu":
+        return True
+    names = [p.strip().lower() for p in (requested.split(",") if isinstance(requested, str) else requested) if p.strip()]
+    full = {PROVIDER_ALIASES.get(n, n) for n in names}
+    return bool(full & set(GPU_PROVIDERS)) and "CPUExecutionProvider" not in full
+
+
+def require_gpu_providers(requested: str | Iterable[str], device: str, active: Iterable[str], *, what: str = "BEN2") -> bool:
+    """Refuse to serve at CPU speed on a worker that must use a GPU; True when a GPU provider is active.
+
+    ``active`` is what the built session really uses (``session.get_providers()``): onnxruntime
+    silently drops a provider whose libraries fail to load, so asking for one proves nothing.
+    Raises :class:`~ben2_worker.errors.GpuUnavailableError` naming the most likely cause."""
+    from .errors import GpuUnavailableError
+
+    active = list(active)
+    on_gpu = any(p in GPU_PROVIDERS for p in active)
+    if on_gpu or not gpu_required(requested, device):
+        return on_gpu
+    why = "BEN2_WORKER_DEVICE=gpu (the image is built for a GPU)" if device == "gpu" else f"BEN2_WORKER_PROVIDERS={requested}"
+    raise GpuUnavailableError(
+        f"{what} would run on {', '.join(active) or 'no provider'} but this worker must use a GPU ({why}): "
+        f"{gpu_unavailable_cause()}. Fix the cause, or set BEN2_WORKER_DEVICE=auto (and no GPU-only "
+        "BEN2_WORKER_PROVIDERS) to run on the CPU on purpose."
+    )
+
+
+def gpu_unavailable_cause(available: Iterable[str] | None = None, dev: Path = Path("/dev")) -> str:
+    """Why onnxruntime cannot use a GPU here, as far as can be told without one."""
+    import ctypes
+
+    if available is None:
+        import onnxruntime
+
+        available = onnxruntime.get_available_providers()
+    available = list(available)
+    if not any(p in GPU_PROVIDERS for p in available):
+        return (f"the installed onnxruntime has no GPU provider (available: {', '.join(available)}); "
+                "install onnxruntime-gpu instead of onnxruntime")
+    if not any(dev.glob("nvidia[0-9]*")):
+        return f"no NVIDIA device is visible ({dev}/nvidia0 absent): the container has no GPU attached"
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "the NVIDIA driver library libcuda.so.1 cannot be loaded (no driver mounted into the container)"
+    return ("the CUDA provider failed to load: a CUDA 12 / cuDNN 9 library is missing or the driver is too old "
+            "(onnxruntime's own error above names the file)")
+
+
+def warm_up(run, what: str = "BEN2") -> float:
+    """One inference at start on a GPU provider (kernels, cuDNN autotuning, TensorRT engines),
+    so the first job neither discovers a broken provider nor pays for it. Returns seconds."""
+    import time
+
+    t0 = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - t0
+    log.info("%s warm-up inference took %.2f s", what, seconds)
+    return seconds

@@ -229,8 +229,9 @@ class Delivery:
                     signature_version="s3v4",
                     s3={"addressing_style": "path"},
                     retries={"max_attempts": 3, "mode": "standard"},
-                    connect_timeout=10,
-                    read_timeout=60,
+                    # Bounded by the same upload time limit as a PUT URL (BEN2_WORKER_PUT_TIMEOUT).
+                    connect_timeout=min(10.0, self.put_timeout_s),
+                    read_timeout=min(60.0, self.put_timeout_s),
                     # botocore >= 1.36 adds CRC checksums by default, which several
                     # S3-compatible stores reject; we send Content-MD5 ourselves.
                     request_checksum_calculation="when_required",

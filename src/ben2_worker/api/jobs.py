@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..budget import Budget, JobBudget, bounded_error, clip_text
 from ..cutout import CutoutOptions, parse_background
 from ..engines import Engines
 from ..errors import Ben2WorkerError, InputError
@@ -53,6 +55,7 @@ class JobProcessor:
         self.safety = safety or SafetyOptions.from_settings(settings)
         self._progress = progress
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
+        self._job_state = threading.local()
 
     @property
     def runner(self):
@@ -65,15 +68,33 @@ class JobProcessor:
     # ------------------------------------------------------------------ entry
 
     def __call__(self, job: dict) -> dict:
-        future = self._pool.submit(self._process, job)
+        cancelled = threading.Event()
+        future = self._pool.submit(self._process_until, job, cancelled)
         try:
             return future.result(timeout=self.job_timeout_s)
         except concurrent.futures.TimeoutError:
+            cancelled.set()  # the stuck thread, if it ever returns, must not deliver anything
             log.error("job %s exceeded %.0f s; asking RunPod to recycle this worker", job.get("id"), self.job_timeout_s)
             return {
                 "error": f"job exceeded the {self.job_timeout_s:g} s time limit (BEN2_WORKER_JOB_TIMEOUT)",
                 "refresh_worker": True,
             }
+
+    def _process_until(self, job: dict, cancelled: threading.Event) -> dict:
+        self._job_state.cancelled = cancelled
+        return self._process(job)
+
+    def _deliver(self, job_id: str, artifact, **kwargs) -> dict:
+        """Deliver one output, unless the job was already answered with its timeout."""
+        cancelled = getattr(self._job_state, "cancelled", None)
+        if cancelled is not None and cancelled.is_set():
+            from .delivery import DeliveryError
+
+            raise DeliveryError(f"job {job_id} already timed out: its outputs are not delivered")
+        if kwargs.get("put_url") is not None:
+            field = kwargs.pop("field", "put_url")
+            return _named(field, self.delivery.deliver, job_id, artifact, **kwargs)
+        return self.delivery.deliver(job_id, artifact, **kwargs)
 
     def _process(self, job: dict) -> dict:
         job_id = str(job.get("id") or uuid.uuid4())
@@ -86,14 +107,23 @@ class JobProcessor:
                 response = self._simple_job(job_id, data, progress)
             from .delivery import response_size_check
 
+            if "error" in response:  # e.g. one detail per bad upload: bounded like any error
+                response = bounded_error(response, self.engines.settings.budget.max_error_bytes)
             response_size_check(response)
             return response
         except Ben2WorkerError as exc:
-            log.info("job %s refused: %s", job_id, exc)
-            return _error_response(exc)
+            # Bounded, and never the request's data: messages name fields, not their contents.
+            log.info("job %s refused: %s", job_id, clip_text(str(exc), 300))
+            return bounded_error(_error_response(exc), self.engines.settings.budget.max_error_bytes)
         except Exception as exc:  # a bug: report it, keep serving
             log.exception("job %s failed", job_id)
-            return {"error": f"internal error: {type(exc).__name__}: {exc}"}
+            return bounded_error({"error": f"internal error: {type(exc).__name__}: {exc}"}, self.engines.settings.budget.max_error_bytes)
+
+    def _budget(self) -> JobBudget:
+        from .delivery import RUNSYNC_LIMIT_BYTES
+
+        inline = None if self.delivery.uses_upload else RUNSYNC_LIMIT_BYTES
+        return JobBudget(Budget.from_settings(self.engines.settings), response_limit=inline)
 
     # ------------------------------------------------------------------ worker-comfyui
 
@@ -114,7 +144,7 @@ class JobProcessor:
         from ..workflow import ContentBlockedError
 
         try:
-            result = self.runner.run(plan, images, progress=progress)
+            result = self.runner.run(plan, images, progress=progress, budget=self._budget())
         except ContentBlockedError as exc:  # not a crash: the gate did its job
             progress("blocked by the safety gate")
             return {"status": "blocked", "images": [],
@@ -126,7 +156,7 @@ class JobProcessor:
         out_images, errors = [], []
         for img in result.images:
             try:
-                out_images.append(self.delivery.deliver(job_id, Artifact(img.filename, img.data, "image/png")))
+                out_images.append(self._deliver(job_id, Artifact(img.filename, img.data, "image/png")))
             except Ben2WorkerError as exc:
                 errors.append(f"{img.filename}: {exc}")
         response: dict[str, Any] = {"images": out_images}
@@ -155,19 +185,24 @@ class JobProcessor:
         for i, item in enumerate(items):  # refuse a bad upload target before doing the work
             for name in ("put_url", "mask_put_url"):
                 if getattr(item, name):
-                    check_url(getattr(item, name), self.fetch_policy, field=_put_field(request, i, name))
+                    _named(_put_field(request, i, name), check_url, getattr(item, name), self.fetch_policy)
         timers = [StageTimer() for _ in items]
+        budget = self._budget()
         decoded = []
         for i, (item, t) in enumerate(zip(items, timers)):
             field = "input.image" if request.image is not None else f"input.images[{i}]"
             progress(f"reading image {i + 1}/{len(items)}")
             with t("fetch"):
                 if item.image.startswith(("https://", "http://")):
-                    raw = fetch_url(item.image, self.fetch_policy, field=field)
+                    raw = _named(field, fetch_url, item.image, self.fetch_policy)
                 else:
                     raw = schemas.decode_base64_image(item.image, field=field)
             with t("decode"):
+                budget.decode(field, raw)
                 decoded.append(decode_image(raw, max_pixels=self.engines.settings.max_pixels, name=field).rgb)
+        for i, rgb in enumerate(decoded):  # every output counted before any is computed
+            for kind in ("cut-out", "mask")[: 2 if request.output.return_mask else 1]:
+                budget.output(f"image {i} {kind}", rgb.shape[1], rgb.shape[0])
         if request.pipeline == "full":
             progress(f"checking {len(decoded)} image(s): caption, NudeNet, classifier, gate")
             full = run_full(self.engines, decoded, options, self.safety)
@@ -176,6 +211,10 @@ class JobProcessor:
             # The cut-out's own stage timings (inference, matte, upscale, compose) travel with it.
             full = [FullResult(verdict=None, caption=None, cutout=r, timings=r.timings)
                     for r in run_simple(self.engines, decoded, options)]
+        if self.engines.settings.log_private:  # BEN2_WORKER_LOG_PRIVATE=1: debugging only
+            for i, (item, res) in enumerate(zip(items, full)):
+                log.info("job %s image %d: source %s, caption %r, verdict %s", job_id, i, item.image[:200],
+                         res.caption, res.verdict.as_dict() if res.verdict is not None else None)
         progress("encoding and delivering")
         out = []
         for i, (item, res, t) in enumerate(zip(items, full, timers)):
@@ -193,8 +232,9 @@ class JobProcessor:
             with t("encode"):
                 data_bytes = encode_image(result.image, fmt, quality=request.output.quality,
                                           background=options.background or (255, 255, 255))
+            budget.encoded(f"image {i}", len(data_bytes), inline=item.put_url is None)
             with t("deliver"):
-                entry.update(self.delivery.deliver(
+                entry.update(self._deliver(
                     job_id, Artifact(stem + FORMAT_EXTENSIONS[fmt], data_bytes, CONTENT_TYPES[fmt]),
                     put_url=item.put_url, field=_put_field(request, i, "put_url"),
                 ))
@@ -205,8 +245,9 @@ class JobProcessor:
             if request.output.return_mask:
                 with t("encode"):
                     mask_png = encode_image(result.alpha, "png")
+                budget.encoded(f"image {i} mask", len(mask_png), inline=item.mask_put_url is None)
                 with t("deliver"):
-                    entry["mask"] = self.delivery.deliver(
+                    entry["mask"] = self._deliver(
                         job_id, Artifact(stem + "-mask.png", mask_png, "image/png"),
                         put_url=item.mask_put_url, field=_put_field(request, i, "mask_put_url"),
                     )
@@ -221,6 +262,16 @@ class JobProcessor:
             # fresh worker (the stuck check already blocked its image).
             response["refresh_worker"] = True
         return response
+
+
+def _named(field: str, fn, *args, **kwargs):
+    """``fn(*args, field=field, **kwargs)``, its InputError message made to name ``field``."""
+    try:
+        return fn(*args, field=field, **kwargs)
+    except InputError as exc:
+        if field in str(exc):
+            raise
+        raise InputError(f"{field}: {exc}", field=field) from None
 
 
 def _put_field(request: schemas.SimpleRequest, index: int, name: str) -> str:

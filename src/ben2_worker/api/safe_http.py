@@ -69,6 +69,14 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 * 1024
 _MAX_URL_CHARS = 16 * 1024
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: IANA special-purpose blocks (RFC 6890 and successors) that are never a public server, listed
+#: here because ``ipaddress``'s own tables differ between Python releases: before 3.11.10 /
+#: 3.12.4, 192.0.0.192 (Oracle Cloud's metadata service) counted as global.
+_SPECIAL_PURPOSE = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+    "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16",
+))
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,8 @@ def refusal_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | N
         return "a reserved address"
     if not ip.is_global:
         return "a non-public address"
+    if any(ip.version == net.version and ip in net for net in _SPECIAL_PURPOSE):
+        return "a special-purpose address"
     return None
 
 

@@ -27,15 +27,21 @@ MSG_NO_WORKFLOW = "Missing 'workflow' parameter"
 MSG_BAD_IMAGES = "'images' must be a list of objects with 'name' and 'image' keys"
 
 
+def _loads(text: str, field: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise InputError(MSG_BAD_JSON, field=field) from None
+    except RecursionError:  # the parser recurses per nesting level
+        raise InputError(f"{MSG_BAD_JSON}: '{field}' is nested too deeply", field=field) from None
+
+
 def parse_job_input(raw: Any) -> dict:
     """The job's ``input`` as a dict; a JSON string is accepted as worker-comfyui does."""
     if raw is None or raw == "" or raw == {}:
         raise InputError(MSG_NO_INPUT, field="input")
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raise InputError(MSG_BAD_JSON, field="input") from None
+        raw = _loads(raw, "input")
     if not isinstance(raw, dict):
         raise InputError(MSG_BAD_JSON, field="input")
     return raw
@@ -54,10 +60,7 @@ def parse_comfy_request(data: dict) -> tuple[dict, list[dict]]:
     if workflow is None:
         raise InputError(MSG_NO_WORKFLOW, field="workflow")
     if isinstance(workflow, str):  # some clients send the graph as a JSON string
-        try:
-            workflow = json.loads(workflow)
-        except json.JSONDecodeError:
-            raise InputError(MSG_BAD_JSON, field="workflow") from None
+        workflow = _loads(workflow, "workflow")
     if not isinstance(workflow, dict):
         raise InputError(f"{MSG_NO_WORKFLOW}: 'workflow' must be a JSON object", field="workflow")
     images = data.get("images")
@@ -73,6 +76,8 @@ def decode_base64_image(value: str, *, field: str) -> bytes:
     """Base64 with or without a ``data:...;base64,`` prefix (everything before the first comma dropped)."""
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{field}: expected a base64 string, got {type(value).__name__}", field=field)
+    if value.startswith("data:") and "," not in value:
+        raise InputError(f"{field}: a data: URI must be 'data:<type>;base64,<data>' (no comma found)", field=field)
     text = value.split(",", 1)[1] if value.startswith("data:") else value
     text = "".join(text.split())  # tolerate line-wrapped base64
     try:

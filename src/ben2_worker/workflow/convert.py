@@ -205,16 +205,19 @@ def ui_to_api(ui: dict) -> dict:
         ispec = spec.input(name) if spec else None
         return ispec.required if ispec is not None else True
 
-    dead = {nid for nid, names in muted_inputs.items() if any(required(out[nid]["class_type"], n) for n in names)}
+    # Who consumes each node's outputs, so the removal is linear in the graph's size.
+    consumers: dict[str, list[tuple[str, str]]] = {}
+    for nid, api_node in out.items():
+        for name, value in api_node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2:
+                consumers.setdefault(str(value[0]), []).append((nid, name))
+    dead = [nid for nid, names in muted_inputs.items() if any(required(out[nid]["class_type"], n) for n in names)]
     while dead:
-        for nid in dead:
-            out.pop(nid, None)
-        newly = set()
-        for nid, api_node in out.items():
-            for name, value in list(api_node["inputs"].items()):
-                if isinstance(value, list) and len(value) == 2 and str(value[0]) in dead:
-                    del api_node["inputs"][name]
-                    if required(api_node["class_type"], name):
-                        newly.add(nid)
-        dead = newly
+        nid = dead.pop()
+        if out.pop(nid, None) is None:
+            continue
+        for consumer, name in consumers.get(nid, ()):
+            api_node = out.get(consumer)
+            if api_node is not None and api_node["inputs"].pop(name, None) is not None and required(api_node["class_type"], name):
+                dead.append(consumer)
     return out

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import JobBudget
 from ..cutout import (
     INTERPOLATIONS,
     TARGET_PIXELS,
@@ -113,6 +114,7 @@ class RunContext:
     out_images: list[OutputImage] = field(default_factory=list)
     out_texts: list[OutputText] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    budget: JobBudget = field(default_factory=JobBudget)
     preview_prefix: str = field(default_factory=lambda: "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase, k=5)))
     _encoded: list[tuple[ImageValue, bytes]] = field(default_factory=list)
 
@@ -128,11 +130,14 @@ class RunContext:
         return engine
 
     def emit_image(self, node_id: str, image: ImageValue, kind: str, prefix: str) -> None:
+        what = f"node {node_id} output"
+        self.budget.output(what, image.width, image.height)  # before encoding it
         # Two outputs of one image are encoded once (by identity, never by a reusable id()).
         data = next((png for seen, png in self._encoded if seen is image), None)
         if data is None:
             data = encode_image(image.pixels, "png")
             self._encoded.append((image, data))
+        self.budget.encoded(what, len(data))
         counter = self.counters.get(prefix, 0) + 1
         self.counters[prefix] = counter
         self.out_images.append(
@@ -187,6 +192,7 @@ def run_load_image(ctx: RunContext, node_id: str, image: str, **_: Any) -> tuple
     key = find_upload(ctx.images, image)
     if key is None:
         raise missing_upload_error(node_id, image, ctx.images)
+    ctx.budget.decode(key, ctx.images[key])  # the job's total, from the header
     decoded = decode_image(ctx.images[key], max_pixels=ctx.settings.max_pixels, name=key)
     if decoded.alpha is not None:  # ComfyUI: MASK = 1 - alpha
         mask = MaskValue(1.0 - decoded.alpha.astype(np.float32) * np.float32(1 / 255))
@@ -217,6 +223,7 @@ def run_restore_size(ctx: RunContext, node_id: str, image: ImageValue, original_
     if image.full_size == size:
         # The same content at full resolution (BEN2's matte on the original pixels), not an enlargement.
         return (image.full_resolution(),)
+    ctx.budget.budget.check_image(f"node {node_id} (RestoreOriginalSize) output", *size)  # an enlargement obeys the upload limit
     return (ImageValue(resize(image.pixels, size, interpolation)),)
 
 
@@ -342,7 +349,9 @@ def run_gate(ctx: RunContext, node_id: str, image: ImageValue, nudenet_json: str
                      block_borderline=bool(block_borderline), nudenet_overrides_llama=bool(nudenet_overrides_llama))
     if not verdict.allowed:
         reasons = [" ".join(r.split()) for r in verdict.reasons]
-        log.warning("node %s (HybridSafetyGate) blocked the image: %s", node_id, " | ".join(reasons))
+        # The reasons quote the classifier's description of the image: logged only on request.
+        shown = " | ".join(reasons) if ctx.settings.log_private else ", ".join(verdict.blocked_by)
+        log.warning("node %s (HybridSafetyGate) blocked the image: %s", node_id, shown)
         raise ContentBlockedError(GATE_BLOCK_PREFIX + " | ".join(reasons), reasons=reasons, node_id=node_id,
                                   verdict=verdict.as_dict())
     return image, verdict.status_text()

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any, Callable
 
+from ..budget import Budget, JobBudget
 from ..errors import Ben2WorkerError, EngineUnavailableError, NodeFailedError
 from .convert import is_ui_workflow, ui_to_api
 from .errors import ContentBlockedError, WorkflowExecutionError, WorkflowValidationError, error_entry
@@ -34,7 +35,9 @@ class WorkflowRunner:
         if not isinstance(workflow, dict):
             raise WorkflowValidationError(error_entry(
                 "invalid_prompt", "Invalid prompt", f"the workflow must be a JSON object, got {type(workflow).__name__}"))
-        api = ui_to_api(workflow) if is_ui_workflow(workflow) else workflow
+        ui = is_ui_workflow(workflow)
+        Budget.from_settings(self.engines.settings).check_nodes(len(workflow["nodes"] if ui else workflow))
+        api = ui_to_api(workflow) if ui else workflow
         return validate(api, models_dir=self.engines.settings.models_dir, engines=self.engines, check_models=self.check_models)
 
     def prepare(self, workflow: dict) -> Plan:
@@ -65,15 +68,17 @@ class WorkflowRunner:
                     raise missing_upload_error(nid, name, images)
 
     def run(self, workflow: Plan | dict, images: dict[str, bytes], *,
-            progress: Callable[[str], None] | None = None) -> WorkflowResult:
-        """Run a plan from :meth:`prepare` (or a workflow, which is planned first)."""
+            progress: Callable[[str], None] | None = None, budget: JobBudget | None = None) -> WorkflowResult:
+        """Run a plan from :meth:`prepare` (or a workflow, which is planned first); ``budget``:
+        the job's running tally (default: a fresh one from the settings)."""
         start = time.perf_counter()
         plan = workflow if isinstance(workflow, Plan) else self.plan(workflow)
         timings: dict[str, float] = {"validate": time.perf_counter() - start}
         images = dict(images or {})
         self._preflight(plan, images)
 
-        ctx = RunContext(engines=self.engines, images=images, resolved=plan.resolved)
+        ctx = RunContext(engines=self.engines, images=images, resolved=plan.resolved,
+                         budget=budget or JobBudget(Budget.from_settings(self.engines.settings)))
         # How many consumers still need each node's outputs, to free big images early.
         uses: dict[str, int] = {nid: 0 for nid in plan.order}
         for nid in plan.order:

@@ -39,7 +39,8 @@ class Plan:
 
 
 def sort_key(node_id: str) -> tuple:
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    # ASCII digits only ("²".isdigit() is true, int() refuses it) and few enough for int().
+    return (0, int(node_id), "") if node_id.isascii() and node_id.isdigit() and len(node_id) <= 18 else (1, 0, node_id)
 
 
 def types_match(received: str, expected: str) -> bool:

@@ -46,7 +46,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from synthetic_scenes import edge_band, frame_size, make_scene, model_matte  # noqa: E402
 
-from ben2_worker.cutout import MatteOptions, estimate_foreground, shape_matte, smart_resize_size, upscale_matte  # noqa: E402
+from ben2_worker.cutout import MatteOptions, shape_matte, smart_resize_size, upscale_matte  # noqa: E402
+from ben2_worker.cutout import estimate_foreground as estimate_foreground_today  # noqa: E402
+from ben2_worker.cutout.foreground import estimate_foreground, wide_pass_size  # noqa: E402
 from ben2_worker.cutout.upsample import GuidedUpsampling, guided_upsample  # noqa: E402
 
 DEFAULT_MATTE = MatteOptions()
@@ -141,6 +143,7 @@ class Truth:
 
 
 def timed(fn, *args, repeats: int):
+    """(last result, median seconds) of ``repeats`` calls."""
     times, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -182,28 +185,61 @@ def bench_size(mp: float, seed: int, repeats: int, variants: bool) -> dict:
             result["variants"][name] = {"edge_mae": err, "ratio_vs_plain": err / base, "seconds": seconds}
             print(f"  variant {name:34s} x{err / base:.3f} of plain  +{seconds * 1000:6.0f} ms")
         result["spill"] = spill_section(truth, scene, mattes, repeats)
+        result["options"] = options_section(raw, scene, truth)
     return result
 
 
 def spill_section(truth: Truth, scene, mattes: dict, repeats: int) -> dict:
-    """Colour spill on new backdrops with and without foreground refinement."""
+    """Colour spill on new backdrops with and without foreground refinement (refine), and the
+    refine time: cutout/foreground.py (given the ~1 MP photo the guided step already made)
+    against the estimate_foreground of cutout/__init__.py, in the same process."""
+    h, w = scene.alpha.shape
+    small = cv2.resize(scene.image, wide_pass_size(w, h), interpolation=cv2.INTER_AREA)
     out = {}
     for name in ("plain", "ours"):
         matte = mattes[name]
-        refined, seconds = timed(estimate_foreground, scene.image, matte, repeats=repeats)
+        refined, seconds = timed(lambda: estimate_foreground(scene.image, matte, small_rgb=small), repeats=repeats)
+        before, seconds_before = timed(lambda: estimate_foreground_today(scene.image, matte), repeats=repeats)
         for label, colours in (("raw", scene.image), ("refined", refined)):
-            out[f"{name}/{label}"] = {
-                "white": truth.spill(matte, colours, 255),
-                "black": truth.spill(matte, colours, 0),
-                **({"refine_seconds": seconds} if label == "refined" else {}),
-            }
-    true_matte = scene.alpha
-    refined, seconds = timed(estimate_foreground, scene.image, true_matte, repeats=1)
+            out[f"{name}/{label}"] = {"white": truth.spill(matte, colours, 255), "black": truth.spill(matte, colours, 0)}
+        out[f"{name}/refined"].update(refine_seconds=seconds, refine_seconds_before=seconds_before,
+                                      max_level_difference_to_before=int(np.abs(refined.astype(int) - before).max()))
+    refined = estimate_foreground(scene.image, scene.alpha, small_rgb=small)
     for label, colours in (("raw", scene.image), ("refined", refined)):
-        out[f"truth/{label}"] = {"white": truth.spill(true_matte, colours, 255), "black": truth.spill(true_matte, colours, 0)}
+        out[f"truth/{label}"] = {"white": truth.spill(scene.alpha, colours, 255), "black": truth.spill(scene.alpha, colours, 0)}
     for key, v in out.items():
-        extra = f"  refine {v['refine_seconds'] * 1000:.0f} ms" if "refine_seconds" in v else ""
+        extra = ""
+        if "refine_seconds" in v:
+            extra = (f"  refine {v['refine_seconds'] * 1000:.0f} ms (before: {v['refine_seconds_before'] * 1000:.0f} ms, "
+                     f"output within {v['max_level_difference_to_before']} level)")
         print(f"  spill {key:16s} over white {v['white']:5.2f}  over black {v['black']:5.2f} (levels of 255){extra}")
+    return out
+
+
+def options_section(raw: np.ndarray, scene, truth: Truth) -> dict:
+    """The user's matte options on our path against today's: how much of the area change an
+    offset makes survives, and how much of the soft transition a blur makes."""
+    area = lambda m: float(m.astype(np.float64).sum()) / 255  # noqa: E731
+    soft = lambda m: float(((m > 12) & (m < 243)).mean())  # noqa: E731
+    base_today, base_ours = area(today(raw, scene.image)), area(ours(raw, scene.image))
+    out = {}
+    for offset in (-3, -1, 1, 3):
+        o = MatteOptions(mask_offset=offset)
+        d_today = area(today(raw, scene.image, o)) - base_today
+        d_ours = area(ours(raw, scene.image, options=o)) - base_ours
+        out[f"mask_offset={offset}"] = {"area_change_today_px": d_today, "area_change_ours_px": d_ours,
+                                        "kept": d_ours / d_today}
+    for blur in (2, 8):
+        o = MatteOptions(mask_blur=blur)
+        out[f"mask_blur={blur}"] = {"soft_share_today": soft(today(raw, scene.image, o)),
+                                    "soft_share_ours": soft(ours(raw, scene.image, options=o))}
+    o = MatteOptions(sensitivity=0.7, mask_offset=-1)  # the user's simple workflow
+    out["user workflow (sensitivity 0.7, offset -1)"] = {
+        "edge_mae_today": truth.edge_error(today(raw, scene.image, o)),
+        "edge_mae_ours": truth.edge_error(ours(raw, scene.image, options=o)),
+    }
+    for k, v in out.items():
+        print(f"  option {k:42s} " + "  ".join(f"{a} {b:.3f}" if abs(b) < 100 else f"{a} {b:.0f}" for a, b in v.items()))
     return out
 
 
@@ -228,6 +264,28 @@ def standin_section(seed: int, mp: float, tmp: Path) -> dict:
     return out
 
 
+def strand_picture(mp: float, seed: int, path: Path) -> None:
+    """A crop of a strand region at ``mp``: photo, plain bilinear, ours, truth, side by side."""
+    w, h = frame_size(mp)
+    scene = make_scene(w, h, seed=seed)
+    raw = model_matte(scene.alpha)
+    side = 240
+    # The crop with the most strand pixels that are not over the body.
+    hair = (scene.strands & (scene.alpha < 255)).astype(np.float32)
+    density = cv2.boxFilter(hair, -1, (side, side), normalize=False)
+    y, x = np.unravel_index(int(np.argmax(density)), density.shape)
+    y0, x0 = min(max(0, y - side // 2), h - side), min(max(0, x - side // 2), w - side)
+    crop = lambda a: a[y0 : y0 + side, x0 : x0 + side]  # noqa: E731
+    grey = lambda a: cv2.cvtColor(crop(a), cv2.COLOR_GRAY2RGB)  # noqa: E731
+    gap = np.full((side, 6, 3), 255, np.uint8)
+    row = np.concatenate([crop(scene.image), gap, grey(plain(raw, scene.image)), gap,
+                          grey(ours(raw, scene.image)), gap, grey(scene.alpha)], axis=1)
+    big = cv2.resize(row, (row.shape[1] * 2, side * 2), interpolation=cv2.INTER_NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(big).save(path, optimize=True)
+    print(f"wrote {path} (crop at x={x0}, y={y0} of the {mp:g} MP scene, shown at 2x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1,4,12,24", help="megapixels, comma-separated")
@@ -235,6 +293,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "edges.json")
+    ap.add_argument("--picture", type=Path, default=ROOT / "docs" / "img" / "edges-strands.png",
+                    help="where the strand crop goes (12 MP scene)")
     args = ap.parse_args()
 
     variants_at = {float(s) for s in args.variants_at.split(",") if s}
@@ -244,6 +304,7 @@ def main() -> None:
     results = [bench_size(mp, args.seed, args.repeats, mp in variants_at) for mp in sizes]
     with tempfile.TemporaryDirectory() as tmp:
         standin = standin_section(args.seed, 4.0, Path(tmp))
+    strand_picture(12.0, args.seed, args.picture)
     print("\n| MP | plain MAE | rembg ×plain | today ×plain | ours ×plain | plain ms | rembg ms | today ms | ours ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:

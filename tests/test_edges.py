@@ -110,15 +110,16 @@ def test_standin_model_path_both_variants(variant, ben2_path, dynamic_ben2_path)
 
 @pytest.mark.parametrize("offset", [-3, 3])
 def test_mask_offset_moves_the_edge_as_on_the_working_size(scene4, offset):
-    """Shaped at the working size, then guided: the subject grows/shrinks by what the offset
-    does on today's path (area change within 25 % of it)."""
+    """Shaped at the working size, then guided: the subject grows/shrinks in the offset's
+    direction by most of what the offset does on today's path. The photo pulls the edge back
+    part of the way where the offset contradicts it (docs/edges.md: 70-95 % of the change)."""
     raw = model_matte(scene4.alpha)
     shifted = MatteOptions(mask_offset=offset)
     area = lambda m: float(m.astype(np.float64).sum()) / 255  # noqa: E731
     d_today = area(_today(raw, scene4.size, shifted)) - area(_today(raw, scene4.size))
     d_ours = area(_ours(raw, scene4.image, shifted)) - area(_ours(raw, scene4.image))
     assert np.sign(d_ours) == np.sign(offset)
-    assert abs(d_ours - d_today) <= 0.25 * abs(d_today), (d_ours, d_today)
+    assert 0.6 * abs(d_today) <= abs(d_ours) <= 1.2 * abs(d_today), (d_ours, d_today)
 
 
 def test_mask_blur_stays_soft(scene4):

@@ -34,7 +34,10 @@ import numpy as np
 TILE = 64
 
 #: Softness candidates (Gaussian sigma, matte pixels) tried when matching the guide to the matte.
-SOFTNESS_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+SOFTNESS_CANDIDATES = (0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0)
+#: Tiles the softness is judged on, and the matte gradient (per pixel, Sobel) that counts as edge.
+SOFTNESS_TILES = 4
+EDGE_GRADIENT = 0.1
 
 
 @dataclass(frozen=True)
@@ -137,24 +140,29 @@ def guided_upsample(
 def estimate_softness(small: np.ndarray, p: np.ndarray, unsure: np.ndarray, params: GuidedUpsampling = DEFAULT) -> float:
     """How much softer the matte is than the area-reduced photo, as a Gaussian sigma in matte
     pixels: the candidate whose blurred guide the linear fit explains best (least mean
-    residual on the undecided pixels of the few tiles that hold most of them).
+    residual on the matte's edges, in the few tiles that hold the most edge).
 
     A network's matte is smoother than an area-reduced true alpha; fitting it against an
     equally smoothed guide keeps the linear model exact, and the coefficients then apply to
-    the sharp full-resolution photo. Measured, not assumed: a sharp matte picks 0."""
+    the sharp full-resolution photo. Measured, not assumed: a sharp matte picks 0. Judged on
+    edges (where the matte changes), not on every undecided pixel: a wide, flat,
+    semi-transparent region (a veil) carries no information about softness, only texture."""
     h, w = p.shape
-    counts = []
+    gx = cv2.Sobel(p, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(p, cv2.CV_32F, 0, 1, ksize=3)
+    edge = (cv2.magnitude(gx, gy) > EDGE_GRADIENT) & unsure.astype(bool)
+    scores = []
     for ly in range(0, h, TILE):
         for lx in range(0, w, TILE):
-            counts.append((int(unsure[ly : ly + TILE, lx : lx + TILE].sum()), ly, lx))
-    counts.sort(reverse=True)
+            scores.append((int(edge[ly : ly + TILE, lx : lx + TILE].sum()), ly, lx))
+    scores.sort(reverse=True)
     pad = 2 * params.radius + 2 + int(math.ceil(3 * max(SOFTNESS_CANDIDATES)))
     crops = []
-    for n, ly, lx in counts[:3]:
+    for n, ly, lx in scores[:SOFTNESS_TILES]:
         if n == 0:
             break
         y0, y1, x0, x1 = max(0, ly - pad), min(h, ly + TILE + pad), max(0, lx - pad), min(w, lx + TILE + pad)
-        crops.append((small[y0:y1, x0:x1], p[y0:y1, x0:x1], unsure[y0:y1, x0:x1].astype(bool)))
+        crops.append((small[y0:y1, x0:x1], p[y0:y1, x0:x1], edge[y0:y1, x0:x1]))
     if not crops:
         return 0.0
     best, best_residual = 0.0, math.inf

@@ -11,7 +11,7 @@ import pytest
 from synthetic_scenes import STANDIN_RED, edge_band, frame_size, make_scene, model_matte
 
 from ben2_worker.cutout import MatteOptions, shape_matte, smart_resize_size, upscale_matte
-from ben2_worker.cutout.upsample import GuidedUpsampling, estimate_softness, guided_upsample
+from ben2_worker.cutout.upsample import GuidedUpsampling, estimate_softness, guide_like_matte, guided_upsample
 
 
 def _edge_error(matte: np.ndarray, alpha: np.ndarray) -> float:
@@ -36,8 +36,10 @@ def _today(raw: np.ndarray, size: tuple[int, int], options: MatteOptions = Matte
 
 def _ours(raw: np.ndarray, rgb: np.ndarray, options: MatteOptions = MatteOptions(), **params) -> np.ndarray:
     h, w = rgb.shape[:2]
-    work = shape_matte(raw, smart_resize_size(w, h), options)
-    return guided_upsample(work.astype(np.float32) / 255, rgb, GuidedUpsampling(**params))
+    size = smart_resize_size(w, h)
+    work = shape_matte(raw, size, options)
+    small = guide_like_matte(cv2.resize(rgb, raw.shape[::-1], interpolation=cv2.INTER_AREA), size)
+    return guided_upsample(work.astype(np.float32) / 255, rgb, GuidedUpsampling(**params), guide_small=small)
 
 
 @pytest.fixture(scope="module")

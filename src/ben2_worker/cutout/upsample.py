@@ -117,6 +117,10 @@ def guided_upsample(
     coef[by0:by1, bx0:bx1] = _coefficients(small[by0:by1, bx0:bx1], p[by0:by1, bx0:bx1], params.radius, params.eps,
                                            solve[by0:by1, bx0:bx1].astype(bool))
     ones = np.ones((1, coef.shape[2]), np.float32)
+    # The filter's answers within ``certain`` of 0 or 1 are decided too (no 254s in a solid body).
+    levels = np.arange(256)
+    lo, hi = round(t * 255), round((1 - t) * 255)
+    snap = np.where(levels <= lo, 0, np.where(levels >= hi, 255, levels)).astype(np.uint8)
 
     sx, sy = W / w, H / h  # full-resolution pixels per matte pixel
     for ly in range(0, h, TILE):
@@ -144,7 +148,7 @@ def guided_upsample(
                 g1 = cv2.merge([grey, np.full_like(grey, 255)])
             q = cv2.transform(cv2.multiply(c, g1, scale=1 / 255, dtype=cv2.CV_32F), ones)
             q = cv2.convertScaleAbs(cv2.max(q, 0.0), alpha=255.0)  # rounds and saturates to 0..255
-            cv2.copyTo(q, sel, out[y0:y1, x0:x1])
+            cv2.copyTo(cv2.LUT(q, snap), sel, out[y0:y1, x0:x1])
     return out
 
 

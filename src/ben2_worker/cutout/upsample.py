@@ -25,6 +25,7 @@ not the photo's pixel count. Pure functions on numpy arrays.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -123,32 +124,40 @@ def guided_upsample(
     snap = np.where(levels <= lo, 0, np.where(levels >= hi, 255, levels)).astype(np.uint8)
 
     sx, sy = W / w, H / h  # full-resolution pixels per matte pixel
-    for ly in range(0, h, TILE):
-        for lx in range(0, w, TILE):
-            ly1, lx1 = min(h, ly + TILE), min(w, lx + TILE)
-            if not band[ly:ly1, lx:lx1].any():
-                continue
-            # This tile's full-resolution rectangle; one matte pixel of slack for the bilinear step.
-            y0, y1 = int(round(ly * sy)), int(round(ly1 * sy))
-            x0, x1 = int(round(lx * sx)), int(round(lx1 * sx))
-            cy0, cy1, cx0, cx1 = max(0, ly - 1), min(h, ly1 + 1), max(0, lx - 1), min(w, lx1 + 1)
-            # Full-res pixel centre X sits at matte coordinate (X + .5) / sx - .5 (minus the crop origin).
-            inv = np.float32([[1 / sx, 0, (x0 + 0.5) / sx - 0.5 - cx0], [0, 1 / sy, (y0 + 0.5) / sy - 0.5 - cy0]])
-            size = (x1 - x0, y1 - y0)
-            sel = cv2.warpAffine(band[cy0:cy1, cx0:cx1], inv, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                                 borderMode=cv2.BORDER_REPLICATE)
-            c = cv2.warpAffine(coef[cy0:cy1, cx0:cx1], inv, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REPLICATE)
-            # q = a . photo + b, as [a, b] . [photo, 1] with cv2 (one multiply, one channel sum).
-            tile = guide[y0:y1, x0:x1]
-            if params.colour:
-                g1 = cv2.cvtColor(tile, cv2.COLOR_RGB2RGBA)
-            else:
-                grey = cv2.cvtColor(tile, cv2.COLOR_RGB2GRAY)
-                g1 = cv2.merge([grey, np.full_like(grey, 255)])
-            q = cv2.transform(cv2.multiply(c, g1, scale=1 / 255, dtype=cv2.CV_32F), ones)
-            q = cv2.convertScaleAbs(cv2.max(q, 0.0), alpha=255.0)  # rounds and saturates to 0..255
-            cv2.copyTo(cv2.LUT(q, snap), sel, out[y0:y1, x0:x1])
+    def tile_pass(ty: int, tx: int) -> None:
+        ly, lx = ty * TILE, tx * TILE
+        ly1, lx1 = min(h, ly + TILE), min(w, lx + TILE)
+        # This tile's full-resolution rectangle; one matte pixel of slack for the bilinear step.
+        y0, y1 = int(round(ly * sy)), int(round(ly1 * sy))
+        x0, x1 = int(round(lx * sx)), int(round(lx1 * sx))
+        cy0, cy1, cx0, cx1 = max(0, ly - 1), min(h, ly1 + 1), max(0, lx - 1), min(w, lx1 + 1)
+        # Full-res pixel centre X sits at matte coordinate (X + .5) / sx - .5 (minus the crop origin).
+        inv = np.float32([[1 / sx, 0, (x0 + 0.5) / sx - 0.5 - cx0], [0, 1 / sy, (y0 + 0.5) / sy - 0.5 - cy0]])
+        size = (x1 - x0, y1 - y0)
+        sel = cv2.warpAffine(band[cy0:cy1, cx0:cx1], inv, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_REPLICATE)
+        c = cv2.warpAffine(coef[cy0:cy1, cx0:cx1], inv, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
+        # q = a . photo + b, as [a, b] . [photo, 1] with cv2 (one multiply, one channel sum).
+        tile = guide[y0:y1, x0:x1]
+        if params.colour:
+            g1 = cv2.cvtColor(tile, cv2.COLOR_RGB2RGBA)
+        else:
+            grey = cv2.cvtColor(tile, cv2.COLOR_RGB2GRAY)
+            g1 = cv2.merge([grey, np.full_like(grey, 255)])
+        q = cv2.transform(cv2.multiply(c, g1, scale=1 / 255, dtype=cv2.CV_32F), ones)
+        q = cv2.convertScaleAbs(cv2.max(q, 0.0), alpha=255.0)  # rounds and saturates to 0..255
+        cv2.copyTo(cv2.LUT(q, snap), sel, out[y0:y1, x0:x1])
+
+    # Tiles write disjoint rectangles and cv2 releases the GIL: run them on the cores cv2 may use.
+    tiles = [(int(ty), int(tx)) for ty, tx in zip(*np.nonzero(_tile_max(band)))]
+    workers = max(1, min(cv2.getNumThreads(), len(tiles)))
+    if workers == 1:
+        for ty, tx in tiles:
+            tile_pass(ty, tx)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda t: tile_pass(*t), tiles))
     return out
 
 
@@ -194,6 +203,15 @@ def estimate_softness(small: np.ndarray, p: np.ndarray, unsure: np.ndarray, para
     return best
 
 
+def _tile_max(mask: np.ndarray) -> np.ndarray:
+    """Per TILE x TILE block of ``mask``, its maximum (one vectorised pass, not a loop)."""
+    h, w = mask.shape
+    th, tw = -(-h // TILE), -(-w // TILE)
+    padded = np.zeros((th * TILE, tw * TILE), mask.dtype)
+    padded[:h, :w] = mask
+    return padded.reshape(th, TILE, tw, TILE).max(axis=(1, 3))
+
+
 def _gauss(image: np.ndarray, sigma: float) -> np.ndarray:
     out = cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
     return out if out.ndim == image.ndim else out[..., None]
@@ -218,14 +236,15 @@ def _coefficients(guide: np.ndarray, p: np.ndarray, r: int, eps: float, where: n
     h, w, channels = guide.shape
     planes = list(cv2.split(guide))
     pairs = [(i, j) for i in range(channels) for j in range(i, channels)]
-    # One box pass over every product the fit needs: [I, I*p, p, I I^T (upper triangle)].
+    # Box means of every product the fit needs, [I, I*p, p, I I^T (upper triangle)], one plane
+    # each: the solve then reads contiguous rows, without a (pixels x 13) transpose.
     stack = planes + [cv2.multiply(c, p) for c in planes] + [p] + [cv2.multiply(planes[i], planes[j]) for i, j in pairs]
-    m = _box(cv2.merge(stack), r)
+    k = (2 * r + 1, 2 * r + 1)
+    means = [cv2.blur(x, k, borderType=cv2.BORDER_REPLICATE) for x in stack]
     coef = np.zeros((h, w, channels + 1), np.float32)
-    coef[..., channels] = m[..., 2 * channels]
-    flat = m.reshape(-1, m.shape[2])
+    coef[..., channels] = means[2 * channels]
     idx = None if where is None else np.flatnonzero(where)
-    rows = (flat if idx is None else flat.take(idx, axis=0)).T.copy()  # one contiguous row per product
+    rows = [x.ravel() if idx is None else x.ravel().take(idx) for x in means]
     mean_i, mean_ip, mean_p, mp = rows[:channels], rows[channels : 2 * channels], rows[2 * channels], rows[2 * channels + 1 :]
     cov = [mean_ip[c] - mean_i[c] * mean_p for c in range(channels)]
     e = np.float32(eps)
@@ -249,7 +268,7 @@ def _coefficients(guide: np.ndarray, p: np.ndarray, r: int, eps: float, where: n
         inv = np.float32(1) / (s_rr * c_rr + s_rg * c_rg + s_rb * c_rb)
         vr, vg, vb = cov[0] * inv, cov[1] * inv, cov[2] * inv
         a = [c_rr * vr + c_rg * vg + c_rb * vb, c_rg * vr + c_gg * vg + c_gb * vb, c_rb * vr + c_gb * vg + c_bb * vb]
-    fit = np.empty((rows.shape[1], channels + 1), np.float32)
+    fit = np.empty((rows[0].size, channels + 1), np.float32)
     b = mean_p.copy()
     for c in range(channels):
         fit[:, c] = a[c]

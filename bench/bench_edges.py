@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -160,13 +161,15 @@ class Truth:
 
 
 def timed(fn, *args, repeats: int):
-    """(last result, median seconds) of ``repeats`` calls."""
-    times, out = [], None
+    """(last result, median wall seconds, median process CPU seconds) of ``repeats`` calls.
+    CPU time is less distorted than wall time on a loaded machine."""
+    times, cpu, out = [], [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         out = fn(*args)
         times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    return out, statistics.median(times), statistics.median(cpu)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -185,25 +188,25 @@ def bench_size(mp: float, seed: int, repeats: int, variants: bool) -> dict:
     for name, fn in METHODS.items():
         if fn is ours:
             fn = lambda raw, rgb: ours(raw, rgb, small=shared)  # noqa: E731
-        matte, seconds = timed(fn, raw, scene.image, repeats=repeats)
+        matte, seconds, cpu = timed(fn, raw, scene.image, repeats=repeats)
         mattes[name] = matte
         interior, backdrop = truth.leaks(matte)
-        rows[name] = {"edge_mae": truth.edge_error(matte), "seconds": seconds,
+        rows[name] = {"edge_mae": truth.edge_error(matte), "seconds": seconds, "cpu_seconds": cpu,
                       "interior_not_solid": interior, "backdrop_not_clear": backdrop}
     base = rows["plain"]["edge_mae"]
     for name, r in rows.items():
         r["ratio_vs_plain"] = r["edge_mae"] / base
         print(f"  {name:6s} edge MAE {r['edge_mae']:.4f}  x{r['ratio_vs_plain']:.3f} of plain  "
-              f"+{r['seconds'] * 1000:6.0f} ms  interior<255 {r['interior_not_solid'] * 100:.3f} %  "
+              f"+{r['seconds'] * 1000:6.0f} ms (cpu {r['cpu_seconds'] * 1000:5.0f})  interior<255 {r['interior_not_solid'] * 100:.3f} %  "
               f"backdrop>0 {r['backdrop_not_clear'] * 100:.3f} %")
     result = {"megapixels": mp, "size": [w, h], "methods": rows}
     if variants:
         result["variants"] = {}
         for name, fn in VARIANTS.items():
-            matte, seconds = timed(fn, raw, scene.image, repeats=repeats)
+            matte, seconds, cpu = timed(fn, raw, scene.image, repeats=repeats)
             err = truth.edge_error(matte)
-            result["variants"][name] = {"edge_mae": err, "ratio_vs_plain": err / base, "seconds": seconds}
-            print(f"  variant {name:34s} x{err / base:.3f} of plain  +{seconds * 1000:6.0f} ms")
+            result["variants"][name] = {"edge_mae": err, "ratio_vs_plain": err / base, "seconds": seconds, "cpu_seconds": cpu}
+            print(f"  variant {name:40s} x{err / base:.3f} of plain  +{seconds * 1000:6.0f} ms (cpu {cpu * 1000:5.0f})")
         result["spill"] = spill_section(truth, scene, mattes, repeats)
         result["options"] = options_section(raw, scene, truth)
     return result
@@ -218,11 +221,12 @@ def spill_section(truth: Truth, scene, mattes: dict, repeats: int) -> dict:
     out = {}
     for name in ("plain", "ours"):
         matte = mattes[name]
-        refined, seconds = timed(lambda: estimate_foreground(scene.image, matte, small_rgb=small), repeats=repeats)
-        before, seconds_before = timed(lambda: estimate_foreground_today(scene.image, matte), repeats=repeats)
+        refined, seconds, cpu = timed(lambda: estimate_foreground(scene.image, matte, small_rgb=small), repeats=repeats)
+        before, seconds_before, cpu_before = timed(lambda: estimate_foreground_today(scene.image, matte), repeats=repeats)
         for label, colours in (("raw", scene.image), ("refined", refined)):
             out[f"{name}/{label}"] = {"white": truth.spill(matte, colours, 255), "black": truth.spill(matte, colours, 0)}
         out[f"{name}/refined"].update(refine_seconds=seconds, refine_seconds_before=seconds_before,
+                                      refine_cpu_seconds=cpu, refine_cpu_seconds_before=cpu_before,
                                       max_level_difference_to_before=int(np.abs(refined.astype(int) - before).max()))
     refined = estimate_foreground(scene.image, scene.alpha, small_rgb=small)
     for label, colours in (("raw", scene.image), ("refined", refined)):
@@ -230,7 +234,8 @@ def spill_section(truth: Truth, scene, mattes: dict, repeats: int) -> dict:
     for key, v in out.items():
         extra = ""
         if "refine_seconds" in v:
-            extra = (f"  refine {v['refine_seconds'] * 1000:.0f} ms (before: {v['refine_seconds_before'] * 1000:.0f} ms, "
+            extra = (f"  refine {v['refine_seconds'] * 1000:.0f} ms, cpu {v['refine_cpu_seconds'] * 1000:.0f} ms "
+                     f"(before: {v['refine_seconds_before'] * 1000:.0f} ms, cpu {v['refine_cpu_seconds_before'] * 1000:.0f} ms; "
                      f"output within {v['max_level_difference_to_before']} level)")
         print(f"  spill {key:16s} over white {v['white']:5.2f}  over black {v['black']:5.2f} (levels of 255){extra}")
     return out
@@ -306,6 +311,15 @@ def strand_picture(mp: float, seed: int, path: Path) -> None:
     print(f"wrote {path} (crop at x={x0}, y={y0} of the {mp:g} MP scene, shown at 2x)")
 
 
+def _git_head() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1,4,12,24", help="megapixels, comma-separated")
@@ -325,19 +339,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         standin = standin_section(args.seed, 4.0, Path(tmp))
     strand_picture(12.0, args.seed, args.picture)
-    print("\n| MP | plain MAE | rembg ×plain | today ×plain | ours ×plain | plain ms | rembg ms | today ms | ours ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| MP | plain MAE | rembg ×plain | today ×plain | ours ×plain | plain ms | rembg ms | today ms | ours ms | ours CPU ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         m = r["methods"]
         print(f"| {r['megapixels']:g} | {m['plain']['edge_mae']:.4f} | {m['rembg']['ratio_vs_plain']:.2f} | "
               f"{m['today']['ratio_vs_plain']:.2f} | {m['ours']['ratio_vs_plain']:.2f} | "
-              + " | ".join(f"{m[k]['seconds'] * 1000:.0f}" for k in METHODS) + " |")
+              + " | ".join(f"{m[k]['seconds'] * 1000:.0f}" for k in METHODS) + f" | {m['ours']['cpu_seconds'] * 1000:.0f} |")
     report = {
         "benchmark": "bench/bench_edges.py",
         "seed": args.seed,
         "repeats": args.repeats,
         "cv2": cv2.__version__,
         "note": "timings on a shared 2-core machine that may be loaded; compare ratios",
+        "load_average_at_end": list(os.getloadavg()),
+        "commit": _git_head(),
         "sizes": results,
         "standin_onnx_4mp": standin,
     }

@@ -43,8 +43,8 @@ def _ours(raw: np.ndarray, rgb: np.ndarray, options: MatteOptions = MatteOptions
 
 
 @pytest.fixture(scope="module")
-def scene4():
-    return make_scene(*frame_size(4), seed=3)
+def scene2():
+    return make_scene(*frame_size(2), seed=3)
 
 
 # --------------------------------------------------------------------------- the fixture itself
@@ -72,20 +72,20 @@ def test_standin_palette_keys_the_subject_in_red():
 # --------------------------------------------------------------------------- quality
 
 
-def test_guided_upsampling_at_least_halves_the_edge_error(scene4):
-    raw = model_matte(scene4.alpha)
-    size = scene4.size
-    plain = _edge_error(_plain(raw, size), scene4.alpha)
-    today = _edge_error(_today(raw, size), scene4.alpha)
-    ours = _edge_error(_ours(raw, scene4.image), scene4.alpha)
+def test_guided_upsampling_at_least_halves_the_edge_error(scene2):
+    raw = model_matte(scene2.alpha)
+    size = scene2.size
+    plain = _edge_error(_plain(raw, size), scene2.alpha)
+    today = _edge_error(_today(raw, size), scene2.alpha)
+    ours = _edge_error(_ours(raw, scene2.image), scene2.alpha)
     assert ours <= 0.5 * plain, (ours, plain)
     assert ours <= 0.5 * today, (ours, today)
 
 
-def test_solid_interiors_stay_solid_and_backgrounds_clear(scene4):
-    matte = _ours(model_matte(scene4.alpha), scene4.image)
-    assert (matte[_far_from_edges(scene4.alpha, 255)] == 255).all()
-    assert (matte[_far_from_edges(scene4.alpha, 0)] == 0).all()
+def test_solid_interiors_stay_solid_and_backgrounds_clear(scene2):
+    matte = _ours(model_matte(scene2.alpha), scene2.image)
+    assert (matte[_far_from_edges(scene2.alpha, 255)] == 255).all()
+    assert (matte[_far_from_edges(scene2.alpha, 0)] == 0).all()
 
 
 @pytest.mark.parametrize("variant", ["fixed batch, float16", "dynamic batch, float32"])
@@ -102,7 +102,7 @@ def test_standin_model_path_both_variants(variant, ben2_path, dynamic_ben2_path)
     e_ours = _edge_error(ours, scene.alpha)
     e_plain = _edge_error(_plain(raw, scene.size), scene.alpha)
     e_today = _edge_error(_today(raw, scene.size), scene.alpha)
-    assert e_ours <= 0.85 * e_plain and e_ours <= 0.75 * e_today, (e_ours, e_plain, e_today)
+    assert e_ours <= 0.6 * e_plain and e_ours <= 0.5 * e_today, (e_ours, e_plain, e_today)
     assert (ours[_far_from_edges(scene.alpha, 255)] == 255).all()
     assert (ours[_far_from_edges(scene.alpha, 0)] == 0).all()
 
@@ -111,31 +111,31 @@ def test_standin_model_path_both_variants(variant, ben2_path, dynamic_ben2_path)
 
 
 @pytest.mark.parametrize("offset", [-3, 3])
-def test_mask_offset_moves_the_edge_as_on_the_working_size(scene4, offset):
+def test_mask_offset_moves_the_edge_as_on_the_working_size(scene2, offset):
     """Shaped at the working size, then guided: the subject grows/shrinks in the offset's
     direction by most of what the offset does on today's path. The photo pulls the edge back
     part of the way where the offset contradicts it (docs/edges.md: 70-95 % of the change)."""
-    raw = model_matte(scene4.alpha)
+    raw = model_matte(scene2.alpha)
     shifted = MatteOptions(mask_offset=offset)
     area = lambda m: float(m.astype(np.float64).sum()) / 255  # noqa: E731
-    d_today = area(_today(raw, scene4.size, shifted)) - area(_today(raw, scene4.size))
-    d_ours = area(_ours(raw, scene4.image, shifted)) - area(_ours(raw, scene4.image))
+    d_today = area(_today(raw, scene2.size, shifted)) - area(_today(raw, scene2.size))
+    d_ours = area(_ours(raw, scene2.image, shifted)) - area(_ours(raw, scene2.image))
     assert np.sign(d_ours) == np.sign(offset)
     assert 0.6 * abs(d_today) <= abs(d_ours) <= 1.2 * abs(d_today), (d_ours, d_today)
 
 
-def test_mask_blur_stays_soft(scene4):
+def test_mask_blur_stays_soft(scene2):
     """A blurred matte is matched by an equally soft guide: the feathered transition survives."""
-    raw = model_matte(scene4.alpha)
+    raw = model_matte(scene2.alpha)
     blurred = MatteOptions(mask_blur=8)
     soft = lambda m: float(((m > 12) & (m < 243)).mean())  # noqa: E731
-    assert soft(_ours(raw, scene4.image, blurred)) >= 0.9 * soft(_today(raw, scene4.size, blurred))
+    assert soft(_ours(raw, scene2.image, blurred)) >= 0.9 * soft(_today(raw, scene2.size, blurred))
 
 
-def test_sensitivity_keeps_more_of_the_subject(scene4):
-    raw = model_matte(scene4.alpha)
+def test_sensitivity_keeps_more_of_the_subject(scene2):
+    raw = model_matte(scene2.alpha)
     area = lambda m: float(m.astype(np.float64).sum())  # noqa: E731
-    assert area(_ours(raw, scene4.image, MatteOptions(sensitivity=0.5))) > area(_ours(raw, scene4.image)) * 1.01
+    assert area(_ours(raw, scene2.image, MatteOptions(sensitivity=0.5))) > area(_ours(raw, scene2.image)) * 1.01
 
 
 # --------------------------------------------------------------------------- mechanics
@@ -160,7 +160,7 @@ def test_decided_mattes_pass_through_as_labels():
     assert (out[:, :150] == 0).all() and (out[:, 290:] == 255).all()
 
 
-def test_precomputed_small_guide_gives_the_same_matte(scene4):
-    raw = model_matte(scene4.alpha)
-    small = cv2.resize(scene4.image, raw.shape[::-1], interpolation=cv2.INTER_AREA)
-    assert np.array_equal(guided_upsample(raw, scene4.image), guided_upsample(raw, scene4.image, guide_small=small))
+def test_precomputed_small_guide_gives_the_same_matte(scene2):
+    raw = model_matte(scene2.alpha)
+    small = cv2.resize(scene2.image, raw.shape[::-1], interpolation=cv2.INTER_AREA)
+    assert np.array_equal(guided_upsample(raw, scene2.image), guided_upsample(raw, scene2.image, guide_small=small))

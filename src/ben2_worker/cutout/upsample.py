@@ -189,17 +189,23 @@ def estimate_softness(small: np.ndarray, p: np.ndarray, unsure: np.ndarray, para
         crops.append((small[y0:y1, x0:x1], p[y0:y1, x0:x1], edge[y0:y1, x0:x1]))
     if not crops:
         return 0.0
+    # One mosaic of the crops (mirror-padded to one size, stacked), so each candidate is one fit.
+    side = TILE + 2 * pad
+    def padded(a: np.ndarray) -> np.ndarray:
+        bottom, right = side - a.shape[0], side - a.shape[1]
+        out = cv2.copyMakeBorder(np.ascontiguousarray(a), 0, bottom, 0, right, cv2.BORDER_REFLECT)
+        return out if out.ndim == a.ndim else out[..., None]
+    guide = np.concatenate([padded(g) for g, _, _ in crops])
+    matte = np.concatenate([padded(m) for _, m, _ in crops])
+    sel = np.concatenate([np.pad(e, ((0, side - e.shape[0]), (0, side - e.shape[1]))) for _, _, e in crops])
     best, best_residual = 0.0, math.inf
     for sigma in SOFTNESS_CANDIDATES:
-        total, n = 0.0, 0
-        for guide, matte, sel in crops:
-            g = _gauss(guide, sigma) if sigma > 0 else guide
-            coef = _coefficients(g, matte, params.radius, params.eps)
-            q = coef[..., -1] + (coef[..., :-1] * g).sum(axis=-1)
-            total += float(np.abs(q - matte)[sel].sum())
-            n += int(sel.sum())
-        if total / n < best_residual:
-            best, best_residual = sigma, total / n
+        g = _gauss(guide, sigma) if sigma > 0 else guide
+        coef = _coefficients(g, matte, params.radius, params.eps)
+        q = coef[..., -1] + (coef[..., :-1] * g).sum(axis=-1)
+        residual = float(np.abs(q - matte)[sel].mean())
+        if residual < best_residual:
+            best, best_residual = sigma, residual
     return best
 
 

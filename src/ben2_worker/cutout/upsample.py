@@ -54,7 +54,7 @@ class GuidedUpsampling:
 
     radius: int = 2
     eps: float = 1e-4
-    certain: float = 0.02
+    certain: float = 0.04
     colour: bool = True
     softness: float | None = None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ben2_worker.cutout import CutoutOptions
 from ben2_worker.cutout.layout import (
     CropMargin,
     LayoutOptions,
@@ -88,7 +89,10 @@ def test_size_presets_follow_remove_bg():
 def test_format_auto_and_channels():
     assert resolve_format("auto", transparent=True) == "png"
     assert resolve_format("auto", transparent=False) == "jpeg"
-    assert resolve_format("auto", transparent=False, channels="alpha") == "png"
+    # The options decide it before any pixel is made: a matte (channels=alpha) stays PNG.
+    assert CutoutOptions.from_values({"format": "auto", "background": "white"}).output_format == "jpeg"
+    assert CutoutOptions.from_values({"format": "auto", "background": "white", "channels": "alpha"}).output_format == "png"
+    assert CutoutOptions.from_values({"format": "auto"}).output_format == "png"
     assert resolve_format("jpg", transparent=True) == "jpeg" and resolve_format("webp", transparent=False) == "webp"
     with pytest.raises(InputError):
         resolve_format("gif", transparent=False)
@@ -144,12 +148,13 @@ def test_position_percentages_put_the_subject_against_the_edges(position, edge):
         assert left + w >= 999 and top + h >= 999
 
 
-def test_original_position_keeps_the_subject_where_it_was():
+def test_scale_implies_center():
+    """remove.bg: scaling the subject implies position=center unless a position is given."""
     rgb, alpha = cutout(box=(100, 100, 200, 300))  # in the left third of an 800x600 photo
     canvas = lay_out(rgb, alpha, LayoutOptions(scale=0.3))
     left, top, w, h = canvas.subject
     assert canvas.alpha.shape == alpha.shape
-    assert abs((left + w / 2) / 800 - 150 / 800) < 0.01 and abs((top + h / 2) / 600 - 200 / 600) < 0.01
+    assert abs((left + w / 2) - 400) <= 1 and abs((top + h / 2) - 300) <= 1
 
 
 def test_output_size_without_scale_fits_the_whole_photo():

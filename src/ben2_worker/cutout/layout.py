@@ -9,7 +9,8 @@ matte, and what they produce: a canvas plus the subject's box on it (remove.bg a
 Order, applied by the engine: ``size`` limits the photo before post-processing (a preview is
 cheaper to make, not only smaller); the matte is made at that size; :func:`lay_out` places the
 subject on the canvas; ``semitransparency`` hardens the placed matte; shadows and the
-background colour are composed last (shadow.py).
+background colour are composed last (shadow.py). The vocabularies (size presets, channels)
+are declared in :mod:`ben2_worker.options`.
 """
 
 from __future__ import annotations
@@ -22,26 +23,10 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-
-#: Alpha (0..255) above which a pixel counts as subject (crop, subject box, placement).
-SUBJECT_ALPHA_THRESHOLD = 10
-
-#: ``size`` presets -> the most pixels the photo keeps (None: its full size). remove.bg's
-#: current names (preview ≈ 0.25 MP, full, auto) and the legacy ones older clients still send.
-SIZE_PIXELS: dict[str, int | None] = {
-    "preview": 250_000,
-    "full": None,
-    "auto": None,  # remove.bg: the best its plan allows; here always the full size
-    "small": 250_000,
-    "regular": 250_000,
-    "medium": 1_500_000,
-    "hd": 4_000_000,
-    "4k": None,
-}
+from ..options import SIZE_PRESETS, check_choice
+from .crop import CropMargin, crop_box, subject_bbox
 
 SCALE_RANGE = (10.0, 100.0)  # percent
-FORMATS = ("auto", "png", "jpeg", "jpg", "webp")
-CHANNELS = ("rgba", "alpha")
 
 
 # --------------------------------------------------------------------------- size
@@ -49,10 +34,7 @@ CHANNELS = ("rgba", "alpha")
 
 def size_limit(size: str) -> int | None:
     """Pixel budget of a ``size`` preset (None: full size)."""
-    key = str(size).strip().lower()
-    if key not in SIZE_PIXELS:
-        raise InputError(f"size must be one of {', '.join(SIZE_PIXELS)}, got {size!r}", field="size")
-    return SIZE_PIXELS[key]
+    return SIZE_PRESETS[check_choice("size", size)]
 
 
 def fit_pixels(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
@@ -64,30 +46,6 @@ def fit_pixels(width: int, height: int, max_pixels: int | None) -> tuple[int, in
 
 
 # --------------------------------------------------------------------------- parsing
-
-
-@dataclass(frozen=True)
-class CropMargin:
-    """Margin around the subject: pixels, or a percentage of the subject's larger side."""
-
-    value: float = 0.0
-    percent: bool = False
-
-    @classmethod
-    def parse(cls, text: str | int | float) -> "CropMargin":
-        raw = str(text).strip()
-        try:
-            margin = cls(float(raw[:-1]), True) if raw.endswith("%") else cls(float(raw), False)
-        except ValueError:
-            raise InputError(f"crop_margin must be pixels (e.g. 20) or a percentage (e.g. 5%), got {text!r}",
-                             field="crop_margin") from None
-        if not math.isfinite(margin.value) or margin.value < 0 or (margin.percent and margin.value > 100):
-            raise InputError(f"crop_margin must be between 0 and 100% or a non-negative pixel count, got {text!r}",
-                             field="crop_margin")
-        return margin
-
-    def pixels(self, subject_side: int) -> int:
-        return int(round(self.value * subject_side / 100 if self.percent else self.value))
 
 
 def parse_scale(text: str | float | None) -> float | None:
@@ -140,46 +98,21 @@ def parse_output_size(text: str | None, limit: int = 10_000) -> tuple[int, int] 
     return int(m[1]), int(m[2])
 
 
-def resolve_format(requested: str, *, transparent: bool, channels: str = "rgba") -> str:
-    """The output format name for imaging.encode_image: ``auto`` is PNG when the result has
-    transparency and JPEG otherwise, as remove.bg does — except an alpha-only result, which
-    stays PNG: a matte must survive encoding exactly."""
-    key = str(requested).strip().lower()
-    if key not in FORMATS:
-        raise InputError(f"format must be one of {', '.join(FORMATS)}, got {requested!r}", field="format")
-    if key == "auto":
-        return "png" if transparent or channels == "alpha" else "jpeg"
-    return "jpeg" if key == "jpg" else key
+def resolve_format(requested: str, *, transparent: bool) -> str:
+    """The output format for imaging.encode_image: ``auto`` is PNG when the result has
+    transparency (or is a matte, which must survive encoding exactly) and JPEG otherwise, as
+    remove.bg does; any other name is checked and made canonical (``jpg`` -> ``jpeg``)."""
+    from ..imaging import normalize_format
 
-
-def check_channels(channels: str) -> str:
-    key = str(channels).strip().lower()
-    if key not in CHANNELS:
-        raise InputError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}", field="channels")
-    return key
+    if str(requested).strip().lower() == "auto":
+        return "png" if transparent else "jpeg"
+    return normalize_format(requested)
 
 
 # --------------------------------------------------------------------------- subject
 
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends)
-
-
-def subject_bbox(alpha: np.ndarray, threshold: int = SUBJECT_ALPHA_THRESHOLD) -> Box | None:
-    """Bounding box of the pixels with alpha above ``threshold``; None when there are none."""
-    mask = alpha > threshold
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def crop_box(bbox: Box, margin: CropMargin, width: int, height: int) -> Box:
-    """The subject's box grown by ``margin`` and clipped to the frame."""
-    x0, y0, x1, y1 = bbox
-    pad = margin.pixels(max(x1 - x0, y1 - y0))
-    return max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad), min(height, y1 + pad)
 
 
 def harden(alpha: np.ndarray) -> np.ndarray:
@@ -219,8 +152,9 @@ def lay_out(rgb: np.ndarray, alpha: np.ndarray, options: LayoutOptions = LayoutO
       canvas, the canvas is that region.
     - ``output_size`` without ``scale``: the region is fitted (contained) into the canvas.
     - ``scale``: the subject's box is fitted into ``scale`` of the canvas (both sides).
-    - ``position``: where the placed subject (or region) sits; ``None`` keeps the subject's
-      relative place in the region, which for a region fitted whole means centred.
+    - ``position``: where the placed subject (or region) sits; ``None`` (``original``)
+      centres it: a region fitted whole keeps the subject where it was in the region, and a
+      scaled subject is centred, as remove.bg does.
 
     Resampling is done on premultiplied colours, so clear pixels never bleed their colour
     into the edge; area averaging when shrinking, bilinear when enlarging."""
@@ -230,6 +164,10 @@ def lay_out(rgb: np.ndarray, alpha: np.ndarray, options: LayoutOptions = LayoutO
         return Canvas(rgb, alpha, _as_subject(bbox), (0, 0, w, h))
     region = crop_box(bbox, options.crop_margin, w, h) if options.crop and bbox else (0, 0, w, h)
     rx0, ry0, rx1, ry1 = region
+    if options.scale is None and options.output_size is None:  # a crop alone: the region itself
+        sub = None if bbox is None else (bbox[0] - rx0, bbox[1] - ry0, bbox[2] - bbox[0], bbox[3] - bbox[1])
+        return Canvas(np.ascontiguousarray(rgb[ry0:ry1, rx0:rx1]), np.ascontiguousarray(alpha[ry0:ry1, rx0:rx1]),
+                      sub, region)
     rw, rh = rx1 - rx0, ry1 - ry0
     cw, ch = options.output_size or (rw, rh)
 
@@ -237,11 +175,8 @@ def lay_out(rgb: np.ndarray, alpha: np.ndarray, options: LayoutOptions = LayoutO
         bx0, by0, bx1, by1 = bbox
         k = options.scale * min(cw / (bx1 - bx0), ch / (by1 - by0))
         anchor, extent = (bx0, by0), (bx1 - bx0, by1 - by0)
-        if options.position is None:  # keep the subject's relative place in the region
-            rel = ((bx0 + bx1) / 2 - rx0) / rw, ((by0 + by1) / 2 - ry0) / rh
-            left, top = rel[0] * cw - k * extent[0] / 2, rel[1] * ch - k * extent[1] / 2
-        else:
-            left, top = _place(options.position, k * extent[0], k * extent[1], cw, ch)
+        # A scaled subject is centred unless placed (remove.bg: scale implies position=center).
+        left, top = _place(options.position or (0.5, 0.5), k * extent[0], k * extent[1], cw, ch)
     else:
         k = min(cw / rw, ch / rh)
         anchor, extent = (rx0, ry0), (rw, rh)

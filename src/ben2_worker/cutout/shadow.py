@@ -20,9 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import InputError
-
-SHADOW_KINDS = ("drop", "contact", "both")
+from ..options import SHADOW_TYPES, check_choice, check_range
 
 #: Gaussian sigma (px) up to which blurs run at full resolution; wider ones run on a reduced
 #: copy (a shadow has no detail finer than its blur, and a 12 MP blur of sigma 60 takes seconds).
@@ -38,16 +36,12 @@ class ShadowOptions:
     colour: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
-        if self.kind not in SHADOW_KINDS:
-            raise InputError(f"shadow_type must be one of {', '.join(SHADOW_KINDS)}, got {self.kind!r}", field="shadow_type")
-        if not 0.0 <= self.opacity <= 1.0:
-            raise InputError(f"shadow_opacity must be between 0 and 1, got {self.opacity}", field="shadow_opacity")
-        if not 0.0 <= self.blur <= 50.0:
-            raise InputError(f"shadow_blur must be between 0 and 50 (% of the subject's height), got {self.blur}",
-                             field="shadow_blur")
-        if not all(-50.0 <= v <= 50.0 for v in self.offset):
-            raise InputError(f"shadow_offset must be within ±50 (% of the subject's height), got {self.offset}",
-                             field="shadow_offset")
+        """Checked against the declared options (``shadow_*`` in :mod:`ben2_worker.options`)."""
+        check_choice("shadow_type", self.kind)
+        check_range("shadow_opacity", round(self.opacity * 100, 6))  # declared in percent
+        check_range("shadow_blur", self.blur)
+        check_range("shadow_offset_x", self.offset[0])
+        check_range("shadow_offset_y", self.offset[1])
 
 
 def drop_shadow(alpha: np.ndarray, subject_height: int, options: ShadowOptions = ShadowOptions()) -> np.ndarray:

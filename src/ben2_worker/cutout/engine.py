@@ -29,6 +29,7 @@ from .upsample import guide_like_matte, guided_upsample
 
 #: Every declared option's default: what a door that leaves an option out means.
 _DEFAULTS = {o.name: o.default for o in OUTPUT_OPTIONS}
+_ALIASES = {alias: o.name for o in OUTPUT_OPTIONS for alias in o.aliases.get("api", ())}
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,9 @@ class CutoutOptions:
     def from_values(cls, values: Mapping[str, Any]) -> CutoutOptions:
         """From the declared output options (:mod:`ben2_worker.options`) as a door received
         them: the one mapping the task API and the CLI share. Options left out take their
-        declared defaults; a bad value raises InputError naming the option."""
-        v = {**_DEFAULTS, **values}
+        declared defaults, and an option's request aliases (``bg_color``) count as its name;
+        a bad value raises InputError naming the option."""
+        v = {**_DEFAULTS, **{_ALIASES.get(k, k): x for k, x in values.items() if k not in _DEFAULTS}, **values}
         shadow = None
         if v["add_shadow"]:
             check_range("shadow_opacity", v["shadow_opacity"])

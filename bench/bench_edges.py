@@ -9,10 +9,11 @@ pixel) the way a network's output is. Methods, all from that same matte:
 
   (a) plain    one bilinear enlargement of the model's matte to full size
   (b) rembg    rembg's BEN session: min-max, truncate to uint8, PIL Lanczos to full size
-  (c) today    the engine's path before guided upsampling: shape at the ~1 MP working size,
-               then one bilinear enlargement (cutout.shape_matte + cutout.upscale_matte)
-  (d) ours     shape at the working size, then guided upsampling with the full-resolution
-               photo as the guide (cutout/upsample.py)
+  (c) today    the engine with ``upsampling=bilinear`` (the default before guided upsampling):
+               shape at the ~1 MP working size, then one bilinear enlargement
+  (d) ours     the engine's default (CutoutEngine.shape + CutoutEngine.upscale): shape at the
+               working size, then guided upsampling with the full-resolution photo as the
+               guide (cutout/upsample.py)
 
 For each: mean absolute alpha error in the edge band (true alpha strictly between 0 and 1,
 dilated 3 px), its ratio to (a), the share of the solid interior that is not 255 and of the
@@ -47,12 +48,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from synthetic_scenes import edge_band, frame_size, make_scene, model_matte  # noqa: E402
 
-from ben2_worker.cutout import MatteOptions, shape_matte, smart_resize_size, upscale_matte  # noqa: E402
-from ben2_worker.cutout import estimate_foreground as estimate_foreground_today  # noqa: E402
-from ben2_worker.cutout.foreground import estimate_foreground, wide_pass_size  # noqa: E402
+from ben2_worker.cutout import CutoutEngine, CutoutOptions, MatteOptions, shape_matte, smart_resize_size  # noqa: E402
+from ben2_worker.cutout.refine import estimate_foreground  # noqa: E402
 from ben2_worker.cutout.upsample import GuidedUpsampling, guide_like_matte, guided_upsample  # noqa: E402
 
 DEFAULT_MATTE = MatteOptions()
+#: The engine's own upscale step (what postprocess runs after shaping). No model is needed: the
+#: model's square (the guide's source) is handed in, as cut_out hands in the one it made.
+ENGINE = CutoutEngine(model=None)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -73,24 +76,31 @@ def rembg_way(raw: np.ndarray, rgb: np.ndarray) -> np.ndarray:
 
 
 def today(raw: np.ndarray, rgb: np.ndarray, options: MatteOptions = DEFAULT_MATTE) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    return upscale_matte(shape_matte(raw, smart_resize_size(w, h), options), (w, h))
+    return _engine_path(raw, rgb, CutoutOptions(matte=options, upsampling="bilinear"))
 
 
-def model_input(rgb: np.ndarray, size: int = 1024) -> np.ndarray:
-    """The engine's model input before scaling: the photo area-reduced to the model's square.
-    Made for inference anyway, so the methods below get it for free (not timed)."""
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+def model_input(rgb: np.ndarray) -> np.ndarray:
+    """The engine's model input before scaling: the photo area-reduced to the model's square
+    (CutoutEngine.model_square). Made for inference anyway, so it is not timed."""
+    return cv2.resize(rgb, (1024, 1024), interpolation=cv2.INTER_AREA)
 
 
-def ours(raw: np.ndarray, rgb: np.ndarray, params: GuidedUpsampling = GuidedUpsampling(),
+def ours(raw: np.ndarray, rgb: np.ndarray, params: GuidedUpsampling | None = None,
          options: MatteOptions = DEFAULT_MATTE, small: np.ndarray | None = None) -> np.ndarray:
+    if params is not None:  # a variant of the parameters: the same steps with other settings
+        h, w = rgb.shape[:2]
+        size = smart_resize_size(w, h)
+        work = shape_matte(raw, size, options)
+        small = model_input(rgb) if small is None else small
+        return guided_upsample(work.astype(np.float32) * np.float32(1 / 255), rgb, params,
+                               guide_small=guide_like_matte(small, size))
+    return _engine_path(raw, rgb, CutoutOptions(matte=options), small)
+
+
+def _engine_path(raw: np.ndarray, rgb: np.ndarray, options: CutoutOptions, small: np.ndarray | None = None) -> np.ndarray:
     h, w = rgb.shape[:2]
-    size = smart_resize_size(w, h)
-    work = shape_matte(raw, size, options)
-    small = model_input(rgb) if small is None else small
-    return guided_upsample(work.astype(np.float32) * np.float32(1 / 255), rgb, params,
-                           guide_small=guide_like_matte(small, size))
+    matte = ENGINE.shape(raw, smart_resize_size(w, h), options)
+    return ENGINE.upscale(matte, rgb, options, square=model_input(rgb) if small is None else small)
 
 
 def ours_raw_grid(raw: np.ndarray, rgb: np.ndarray) -> np.ndarray:
@@ -213,30 +223,22 @@ def bench_size(mp: float, seed: int, repeats: int, variants: bool) -> dict:
 
 
 def spill_section(truth: Truth, scene, mattes: dict, repeats: int) -> dict:
-    """Colour spill on new backdrops with and without foreground refinement (refine), and the
-    refine time: cutout/foreground.py (given the ~1 MP photo the guided step already made)
-    against the estimate_foreground of cutout/__init__.py, in the same process."""
-    h, w = scene.alpha.shape
-    small = cv2.resize(scene.image, wide_pass_size(w, h), interpolation=cv2.INTER_AREA)
+    """Colour spill on new backdrops with and without foreground refinement (refine,
+    cutout/refine.py, run on the upsampled matte as the engine does), and its time."""
     out = {}
     for name in ("plain", "ours"):
         matte = mattes[name]
-        refined, seconds, cpu = timed(lambda: estimate_foreground(scene.image, matte, small_rgb=small), repeats=repeats)
-        before, seconds_before, cpu_before = timed(lambda: estimate_foreground_today(scene.image, matte), repeats=repeats)
+        refined, seconds, cpu = timed(lambda: estimate_foreground(scene.image, matte), repeats=repeats)
         for label, colours in (("raw", scene.image), ("refined", refined)):
             out[f"{name}/{label}"] = {"white": truth.spill(matte, colours, 255), "black": truth.spill(matte, colours, 0)}
-        out[f"{name}/refined"].update(refine_seconds=seconds, refine_seconds_before=seconds_before,
-                                      refine_cpu_seconds=cpu, refine_cpu_seconds_before=cpu_before,
-                                      max_level_difference_to_before=int(np.abs(refined.astype(int) - before).max()))
-    refined = estimate_foreground(scene.image, scene.alpha, small_rgb=small)
+        out[f"{name}/refined"].update(refine_seconds=seconds, refine_cpu_seconds=cpu)
+    refined = estimate_foreground(scene.image, scene.alpha)
     for label, colours in (("raw", scene.image), ("refined", refined)):
         out[f"truth/{label}"] = {"white": truth.spill(scene.alpha, colours, 255), "black": truth.spill(scene.alpha, colours, 0)}
     for key, v in out.items():
         extra = ""
         if "refine_seconds" in v:
-            extra = (f"  refine {v['refine_seconds'] * 1000:.0f} ms, cpu {v['refine_cpu_seconds'] * 1000:.0f} ms "
-                     f"(before: {v['refine_seconds_before'] * 1000:.0f} ms, cpu {v['refine_cpu_seconds_before'] * 1000:.0f} ms; "
-                     f"output within {v['max_level_difference_to_before']} level)")
+            extra = f"  refine {v['refine_seconds'] * 1000:.0f} ms, cpu {v['refine_cpu_seconds'] * 1000:.0f} ms"
         print(f"  spill {key:16s} over white {v['white']:5.2f}  over black {v['black']:5.2f} (levels of 255){extra}")
     return out
 

@@ -84,12 +84,12 @@ def test_one_vocabulary_with_the_old_names_as_aliases():
 
 def test_an_option_declared_is_offered_at_every_door(monkeypatch):
     """Data-driven: one more entry appears in the request schema and on the CLI."""
-    extra = options.Option("scale", float, 1.0, "scale the output", min=0.1, max=4.0)
+    extra = options.Option("zoom", float, 1.0, "zoom the output", min=0.1, max=4.0)
     monkeypatch.setattr(options, "OUTPUT_OPTIONS", options.OUTPUT_OPTIONS + (extra,))
     from pydantic import create_model
 
     model = create_model("Probe", **options.pydantic_fields("api"))
-    assert model.model_json_schema()["properties"]["scale"]["maximum"] == 4.0
+    assert model.model_json_schema()["properties"]["zoom"]["maximum"] == 4.0
 
     @options.typer_options("cli")
     def probe(**opts) -> None:
@@ -99,4 +99,4 @@ def test_an_option_declared_is_offered_at_every_door(monkeypatch):
     probe_app.command()(probe)
     probe_app.command("other")(lambda: None)
     params = {p.name: p for p in typer.main.get_command(probe_app).commands["probe"].params}
-    assert _range(params["scale"]) == (0.1, 4.0) and "--scale" in params["scale"].opts
+    assert _range(params["zoom"]) == (0.1, 4.0) and "--zoom" in params["zoom"].opts

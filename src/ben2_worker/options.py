@@ -35,6 +35,25 @@ BACKGROUND_PRESETS = {
 #: Names of "no background" (a transparent RGBA cut-out).
 TRANSPARENT_NAMES = ("none", "transparent", "")
 
+#: ``size`` presets -> the most pixels the photo keeps (None: its full size): remove.bg's names
+#: (preview ~ 0.25 MP, full, auto) and the legacy ones older clients still send.
+SIZE_PRESETS: dict[str, int | None] = {
+    "full": None,
+    "auto": None,  # remove.bg: the best its plan allows; here always the full size
+    "preview": 250_000,
+    "small": 250_000,
+    "regular": 250_000,
+    "medium": 1_500_000,
+    "hd": 4_000_000,
+    "4k": None,
+}
+#: How the model's matte is brought up to the photo's size (docs/edges.md).
+UPSAMPLING = ("guided", "bilinear")
+#: What the output holds: the cut-out (``rgba``) or only its matte (``alpha``), remove.bg's names.
+CHANNELS = ("rgba", "alpha")
+#: Shadows built from the matte (cutout/shadow.py).
+SHADOW_TYPES = ("both", "drop", "contact")
+
 #: The doors an option can be offered at.
 DOORS = ("api", "cli")
 
@@ -78,17 +97,45 @@ def _num(value: float) -> str:
 
 
 OUTPUT_OPTIONS: tuple[Option, ...] = (
-    Option("format", str, "png", "png, webp or jpg (jpg has no alpha: composited over `background`, white by default)",
-           choices=("png", "webp", "jpg", "jpeg"), short="-f"),
+    Option("format", str, "png", "png, webp, jpg, or auto: png when the result has transparency, jpg otherwise "
+           "(jpg has no alpha: composited over `background`, white by default)",
+           choices=("png", "webp", "jpg", "jpeg", "auto"), short="-f"),
     Option("background", str, "none",
-           "none (transparent), white, black, red, green, blue or a hex colour like #F3FFFF", short="-b"),
+           "none (transparent), white, black, red, green, blue or a hex colour like #F3FFFF (or F3FFFF)",
+           aliases={"api": ("bg_color",), "cli": ("--bg-color",)}, short="-b"),
+    Option("channels", str, "rgba", "rgba: the cut-out; alpha: only its matte, greyscale (as mask_only)",
+           choices=CHANNELS),
     Option("mask_only", bool, False, "return only the matte (greyscale) instead of the cut-out",
            aliases={"cli": ("--mask",)}),
     Option("return_mask", bool, False, "also return the matte as a greyscale PNG, beside the cut-out",
            aliases={"api": ("mask",)}),
+    Option("size", str, "full", "the most pixels the photo is cut out at: full/auto/4k (its own size), "
+           "preview/small/regular (0.25 MP), medium (1.5 MP), hd (4 MP); aspect kept, never enlarged",
+           choices=tuple(SIZE_PRESETS)),
     Option("crop", bool, False, "crop to the subject"),
-    Option("crop_margin", str, "0", "margin when cropping: pixels (20) or percent ('5%')", api_type=str | int | float),
+    Option("crop_margin", str, "0", "margin when cropping: pixels (20 or '20px') or percent of the subject's "
+           "larger side ('5%')", api_type=str | int | float),
+    Option("scale", str, "original", "the subject's size on the canvas: 'original' or 10% to 100% "
+           "(its box fitted into that share of the canvas; implies position center)", api_type=str | int | float),
+    Option("position", str, "original", "where the subject sits: 'original', 'center', 'X%' or 'X% Y%' "
+           "(0% = left/top edge, 100% = right/bottom)"),
+    Option("output_size", str, None, "a fixed output canvas WIDTHxHEIGHT (e.g. 2000x2000); the subject (or the "
+           "cropped region) is fitted into it", nullable=True),
+    Option("semitransparency", bool, True, "keep semi-transparent regions (glass, veils, hair); false: every "
+           "pixel fully opaque or fully clear"),
+    Option("add_shadow", bool, False, "add a shadow built from the matte under the subject"),
+    Option("shadow_type", str, "both", "both, drop (offset and blurred) or contact (a thin band at the base)",
+           choices=SHADOW_TYPES),
+    Option("shadow_opacity", int, 50, "the shadow's opacity in percent", min=0, max=100),
+    Option("shadow_blur", float, 2.5, "the drop shadow's softness (Gaussian sigma), in % of the subject's height",
+           min=0.0, max=50.0),
+    Option("shadow_offset_x", float, 1.0, "the drop shadow's shift to the right, in % of the subject's height",
+           min=-50.0, max=50.0),
+    Option("shadow_offset_y", float, 2.0, "the drop shadow's shift down, in % of the subject's height",
+           min=-50.0, max=50.0),
     Option("refine", bool, False, "estimate foreground colours at the edges (no background halo)"),
+    Option("upsampling", str, "guided", "how the matte reaches full resolution: guided (the full-resolution photo "
+           "shapes its edges, docs/edges.md) or bilinear (a plain enlargement)", choices=UPSAMPLING),
     Option("quality", int, None, "JPEG/WebP quality (default 92 JPEG, 90 WebP; WebP with transparency is lossless "
            "when not given)", min=1, max=100, nullable=True),
     Option("sensitivity", float, 1.0, "as the ComfyUI node: alpha x (2 - sensitivity); lower keeps more",
@@ -119,6 +166,19 @@ def check_range(name: str, value: Any) -> None:
         from .errors import InputError
 
         raise InputError(f"{name} must be between {_num(opt.min)} and {_num(opt.max)}, got {value}", field=name)
+
+
+def check_choice(name: str, value: Any) -> str:
+    """``value`` (case and surrounding blanks ignored) when it is one of the option's choices,
+    else :class:`~ben2_worker.errors.InputError` naming the option and its choices (the CLI's
+    flags take any text; the request schema checks the same list)."""
+    opt = OPTIONS[name]
+    key = str(value).strip().lower()
+    if key not in (opt.choices or ()):
+        from .errors import InputError
+
+        raise InputError(f"{name} must be one of {', '.join(opt.choices or ())}, got {value!r}", field=name)
+    return key
 
 
 def node_range(name: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ..budget import Budget, JobBudget, bounded_error, clip_text
 from ..cutout import CutoutOptions, parse_background
 from ..engines import Engines
 from ..errors import Ben2WorkerError, InputError
-from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
+from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image
 from ..pipelines import FullResult, SafetyOptions, require_pipeline, run_full, run_simple
 from ..timing import StageTimer
 from . import schemas
@@ -179,8 +179,8 @@ class JobProcessor:
 
         request = schemas.parse_simple_request(data)
         require_pipeline(self.engines, request.pipeline)  # before any download or decode
-        fmt = normalize_format(request.output.format)
         options = _cutout_options(request.output)
+        fmt = options.output_format  # ``auto`` resolved from the options
         items = request.items()
         for i, item in enumerate(items):  # refuse a bad upload target before doing the work
             for name in ("put_url", "mask_put_url"):

@@ -68,13 +68,13 @@ def remove(
     The cut-out options are the task API's ``output`` options (docs/options.md)."""
     from ..cutout import CutoutOptions
     from ..files import atomic_write, discover_inputs, output_path, read_input
-    from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image, normalize_format
+    from ..imaging import FORMAT_EXTENSIONS, decode_image, encode_image
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        fmt = normalize_format(opts["format"])
         options = CutoutOptions.from_values(opts)
+        fmt = options.output_format  # ``auto`` resolved from the options
     except (InputError, ValueError) as exc:
         raise _fail(str(exc))
     mask, quality = opts["mask_only"], opts["quality"]

@@ -7,16 +7,21 @@ uses — so every option means what it means in their node — then enlarged onc
 the **original** pixels.
 
 One module per step: ``sizes`` (working size, the one resizer), ``matte`` (shaping),
-``compose`` (matte on pixels), ``crop``, ``refine`` (edge colours) and ``engine`` (the model
-and its preprocess / forward / postprocess steps). Everything but :class:`CutoutEngine` is a
+``upsample`` (guided matte upsampling: the full-resolution photo shapes the full-resolution
+matte, on by default), ``compose`` (matte on pixels), ``crop``, ``refine`` (edge colours),
+``layout`` (output canvas: size, scale, position, output_size), ``shadow`` and ``engine`` (the
+model and its preprocess / forward / postprocess steps). Everything but :class:`CutoutEngine` is a
 pure function on numpy arrays; no torch."""
 
 from ..options import BACKGROUND_PRESETS
 from .compose import compose, parse_background
 from .crop import CROP_ALPHA_THRESHOLD, CropMargin, crop_box, subject_bbox
 from .engine import CutoutEngine, CutoutOptions, CutoutResult
+from .layout import LayoutOptions, lay_out
 from .matte import MatteOptions, shape_matte, upscale_matte
 from .refine import REFINE_RADII, estimate_foreground
+from .shadow import ShadowOptions
+from .upsample import GuidedUpsampling, guided_upsample
 from .sizes import (
     INTERPOLATIONS,
     RESIZE_TOLERANCE,
@@ -52,4 +57,9 @@ __all__ = [
     "subject_bbox",
     "upscale_matte",
     "working_copy",
+    "guided_upsample",
+    "GuidedUpsampling",
+    "LayoutOptions",
+    "lay_out",
+    "ShadowOptions",
 ]

@@ -15,7 +15,8 @@ CROP_ALPHA_THRESHOLD = 10
 
 @dataclass(frozen=True)
 class CropMargin:
-    """Margin around the subject: pixels, or a percentage of the subject's larger side."""
+    """Margin around the subject: pixels (``20`` or ``20px``, remove.bg's spelling), or a
+    percentage of the subject's larger side (``5%``)."""
 
     value: float = 0.0
     percent: bool = False
@@ -27,7 +28,7 @@ class CropMargin:
             if raw.endswith("%"):
                 margin = cls(float(raw[:-1]), True)
             else:
-                margin = cls(float(raw), False)
+                margin = cls(float(raw[:-2] if raw.lower().endswith("px") else raw), False)
         except ValueError:
             raise InputError(f"crop_margin must be pixels (e.g. 20) or a percentage (e.g. 5%), got {text!r}", field="crop_margin") from None
         if margin.value < 0 or (margin.percent and margin.value > 100) or not math.isfinite(margin.value):
@@ -46,6 +47,7 @@ def subject_bbox(alpha: np.ndarray, threshold: int = CROP_ALPHA_THRESHOLD) -> tu
 
 
 def crop_box(bbox: tuple[int, int, int, int], margin: CropMargin, width: int, height: int) -> tuple[int, int, int, int]:
+    """The subject's box grown by ``margin`` and clipped to the frame."""
     x0, y0, x1, y1 = bbox
     pad = margin.value * max(x1 - x0, y1 - y0) / 100 if margin.percent else margin.value
     pad = int(round(pad))

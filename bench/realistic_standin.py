@@ -36,6 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
+#: What every table quoting this model must say about it.
+STANDIN_LABEL = ("realistic BEN2 stand-in (benchmark fixture built by bench/realistic_standin.py: random weights, "
+                 "meaningless matte; time, memory and load cost only)")
+
 INPUT_NAME = "input.1"
 OUTPUT_NAME = "matte"
 OPSET = 17
@@ -63,17 +67,22 @@ def script_hash() -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def cached_path(*, dynamic_batch: bool = False, size: int = 1024, depths: tuple[int, ...] = DEPTHS) -> Path:
+def cached_path(
+    *, dynamic_batch: bool = False, size: int = 1024, depths: tuple[int, ...] = DEPTHS, width: int = EMBED_DIM
+) -> Path:
     """Where the stand-in with these options lives in the cache (built or not)."""
     tag = "dynbatch-f32out" if dynamic_batch else "b1-f16out"
-    depth_tag = "" if tuple(depths) == DEPTHS else "-d" + "".join(str(d) for d in depths)
-    return cache_dir() / f"ben2_realistic_{script_hash()}_{size}_{tag}{depth_tag}.onnx"
+    shape_tag = "" if (tuple(depths), width) == (DEPTHS, EMBED_DIM) else f"-d{''.join(map(str, depths))}-w{width}"
+    return cache_dir() / f"ben2_realistic_{script_hash()}_{size}_{tag}{shape_tag}.onnx"
 
 
 # ----------------------------------------------------------------------------- the network
 
 
-def build_network(size: int = 1024, depths: tuple[int, ...] = DEPTHS, seed: int = 0, float16_output: bool = True):
+def build_network(
+    size: int = 1024, depths: tuple[int, ...] = DEPTHS, seed: int = 0, float16_output: bool = True,
+    width: int = EMBED_DIM,
+):
     """The torch module (random weights, eval mode). Imported lazily: torch is heavy."""
     import torch
     from torch import nn
@@ -146,10 +155,10 @@ def build_network(size: int = 1024, depths: tuple[int, ...] = DEPTHS, seed: int 
     class Encoder(nn.Module):
         def __init__(self):
             super().__init__()
-            self.patch = nn.Conv2d(3, EMBED_DIM, 4, 4)
-            self.patch_norm = nn.LayerNorm(EMBED_DIM)
+            self.patch = nn.Conv2d(3, width, 4, 4)
+            self.patch_norm = nn.LayerNorm(width)
             self.stages, self.merges, self.norms = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-            dim = EMBED_DIM
+            dim = width
             for i, (depth, heads) in enumerate(zip(depths, HEADS)):
                 grid = view // 4 // (2**i)
                 window = min(WINDOW, grid)
@@ -194,7 +203,7 @@ def build_network(size: int = 1024, depths: tuple[int, ...] = DEPTHS, seed: int 
         def __init__(self):
             super().__init__()
             self.encoder = Encoder()
-            widths = [EMBED_DIM * 2**i for i in range(len(depths))]
+            widths = [width * 2**i for i in range(len(depths))]
             self.cross = CrossViewAttention(widths[-1], HEADS[-1])
             self.lateral = nn.ModuleList(nn.Conv2d(w, DECODER_DIM, 1) for w in widths)
             self.smooth = nn.ModuleList(conv_block(DECODER_DIM, DECODER_DIM) for _ in widths[:-1])
@@ -276,15 +285,15 @@ def export(net, path: Path, *, size: int, dynamic_batch: bool) -> None:
 
 
 def ensure_standin(
-    *, dynamic_batch: bool = False, size: int = 1024, depths: tuple[int, ...] = DEPTHS, out: Path | None = None,
-    force: bool = False, quiet: bool = False,
+    *, dynamic_batch: bool = False, size: int = 1024, depths: tuple[int, ...] = DEPTHS, width: int = EMBED_DIM,
+    out: Path | None = None, force: bool = False, quiet: bool = False,
 ) -> Path:
-    """Path of the built stand-in, building it (once per script version) if it is not cached."""
-    path = out or cached_path(dynamic_batch=dynamic_batch, size=size, depths=depths)
+    """Path of the built stand-in, building it (once per network version) if it is not cached."""
+    path = out or cached_path(dynamic_batch=dynamic_batch, size=size, depths=depths, width=width)
     if path.is_file() and not force:
         return path
     t0 = time.perf_counter()
-    net = build_network(size, depths, float16_output=not dynamic_batch)
+    net = build_network(size, depths, float16_output=not dynamic_batch, width=width)
     count = parameter_count(net)
     export(net, path, size=size, dynamic_batch=dynamic_batch)
     if not quiet:
@@ -303,14 +312,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis, float32 output")
     ap.add_argument("--size", type=int, default=1024, help="input side (1024 = BEN2's contract)")
     ap.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="Swin stage depths (smaller = quicker tests)")
+    ap.add_argument("--width", type=int, default=EMBED_DIM, help="first stage's width (Swin-B: 128)")
     ap.add_argument("--force", action="store_true", help="rebuild even when cached")
     ap.add_argument("--count-only", action="store_true", help="print the parameter count and exit")
     args = ap.parse_args(argv)
     depths = tuple(int(d) for d in args.depths.split(","))
     if args.count_only:
-        print(f"{parameter_count(build_network(args.size, depths)) / 1e6:.2f} M parameters")
+        print(f"{parameter_count(build_network(args.size, depths, width=args.width)) / 1e6:.2f} M parameters")
         return
-    path = ensure_standin(dynamic_batch=args.dynamic_batch, size=args.size, depths=depths, out=args.out, force=args.force)
+    path = ensure_standin(dynamic_batch=args.dynamic_batch, size=args.size, depths=depths, width=args.width,
+                          out=args.out, force=args.force)
     print(path)
 
 

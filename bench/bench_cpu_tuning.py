@@ -70,6 +70,9 @@ def run_one(model: Path, cpus: int, intra: int, inter: int, level: str, arena: b
 def main(argv: list[str] | None = None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path)
+    ap.add_argument("--reduced", action="store_true",
+                    help="the stand-in with Swin depths 2,2,2,2 and width 64 (same layers, ~1/10 the compute): "
+                         "for a loaded machine; relative effects only")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--configs", choices=("default", "full"), default="default")
     ap.add_argument("--json", type=Path)
@@ -86,7 +89,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.model is None:
         from realistic_standin import ensure_standin
 
-        model, note = ensure_standin(), STANDIN_NOTE
+        if args.reduced:
+            model = ensure_standin(depths=(2, 2, 2, 2), width=64)
+            note = STANDIN_NOTE.replace("~90 M parameters", "REDUCED: depths 2,2,2,2, width 64")
+        else:
+            model, note = ensure_standin(), STANDIN_NOTE
     else:
         model, note = args.model, f"user-supplied model {args.model}"
     have = len(os.sched_getaffinity(0))

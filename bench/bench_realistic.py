@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, help="intra-op threads (default: all usable CPUs)")
     ap.add_argument("--no-rembg", action="store_true")
     ap.add_argument("--no-user-chain", action="store_true")
+    ap.add_argument("--no-warmup", action="store_true", help="no untimed run at all (a loaded machine, few minutes)")
     ap.add_argument("--warmup-each", action="store_true",
                     help="an untimed run per pipeline and size (default: one untimed inference per session)")
     ap.add_argument("--startup-runs", type=int, default=1, help="fresh-process start -> ready runs (0: skip)")
@@ -261,11 +262,13 @@ def main(argv: list[str] | None = None) -> dict:
     options = CutoutOptions(matte=WORKFLOW_MATTE)
     threads = model.session.get_session_options().intra_op_num_threads
     print(f"threads: {threads}, providers: {', '.join(model.info.providers)}; {args.repeats} timed run(s) per "
-          f"pipeline and size after {'a warm-up each' if args.warmup_each else 'one warm-up per session'}\n")
+          f"pipeline and size after "
+          f"{'no warm-up' if args.no_warmup else 'a warm-up each' if args.warmup_each else 'one warm-up per session'}\n")
     first = make_input(min(float(s) for s in args.sizes.split(",")))
-    run_ours(engine, first, options)  # grows our session's arena once (the user chain shares it)
-    if rembg_run is not None:
-        rembg_run(first)  # ... and rembg's
+    if not args.no_warmup:
+        run_ours(engine, first, options)  # grows our session's arena once (the user chain shares it)
+        if rembg_run is not None:
+            rembg_run(first)  # ... and rembg's
 
     for mp in [float(s) for s in args.sizes.split(",")]:
         data = make_input(mp)

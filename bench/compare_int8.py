@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--images", type=Path, nargs="*", help="photos or folders (default: samples/astronaut.jpg)")
     ap.add_argument("--limit", type=int, default=20, help="at most this many photos")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--reduced", action="store_true", help="the reduced stand-in (see bench_cpu_tuning.py --reduced)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -75,7 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.model is None:
         from realistic_standin import ensure_standin
 
-        model_path, note = ensure_standin(), STANDIN_NOTE + " — matte difference MEANINGLESS, speed-up only"
+        model_path = ensure_standin(depths=(2, 2, 2, 2), width=64) if args.reduced else ensure_standin()
+        note = STANDIN_NOTE + " — matte difference MEANINGLESS, speed-up only"
+        if args.reduced:
+            note = note.replace("~90 M parameters", "REDUCED: depths 2,2,2,2, width 64")
     else:
         model_path, note = args.model, f"{args.model}"
     paths: list[Path] = []

@@ -5,8 +5,9 @@ for BEN2, one configuration per fresh process, pinned to the CPU quota it simula
 
 Each configuration runs in its own interpreter whose affinity is cut to N CPUs (what a
 container with an N-CPU quota can use), creates a session with the optimised-graph cache OFF
-(so the optimisation level really runs) and times ``--runs`` inferences after one warm-up, with
-the peak RSS. Quotas above the CPUs this machine has cannot be measured here and are reported
+(so the optimisation level really runs) and times ``--runs`` inferences after one warm-up: wall
+time, and CPU time of all its threads (on a loaded machine the CPU time is the steadier figure:
+wall time there mostly measures the other tenants), with the peak RSS. Quotas above the CPUs this machine has cannot be measured here and are reported
 as not measured. With no --model it uses the realistic stand-in (bench/realistic_standin.py:
 RANDOM WEIGHTS, meaningless matte; time and memory only).
 
@@ -58,13 +59,15 @@ def run_one(model: Path, cpus: int, intra: int, inter: int, level: str, arena: b
         inp = session.get_inputs()[0]
         x = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32)
         session.run(None, {inp.name: x})  # warm-up: arena growth, first-run allocations
-        times = []
+        times, cpu = [], []
         for _ in range(runs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             session.run(None, {inp.name: x})
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
     idle = PeakRSS()._rss()
-    return {"session_s": created, "inference_s": times, "peak_rss_mb": rss.peak / 2**20, "rss_after_mb": idle / 2**20}
+    return {"session_s": created, "inference_s": times, "inference_cpu_s": cpu, "peak_rss_mb": rss.peak / 2**20,
+            "rss_after_mb": idle / 2**20, "loadavg_after": list(os.getloadavg())}
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     report = {"commit": git_commit(), "machine": machine(), "model": note, "runs": args.runs, "rows": []}
     print(f"model: {note}\nmachine: {report['machine']['cpu']}, {have} CPUs here, load {report['machine']['loadavg_at_start']}")
     print(f"{'cpus':>4} {'intra':>5} {'inter':>5} {'level':>8} {'arena':>5} {'session s':>9} {'infer s':>8} "
-          f"{'peak RSS MB':>11} {'RSS after MB':>12}")
+          f"{'CPU s':>7} {'peak RSS MB':>11} {'RSS after MB':>12} {'load':>5}")
     for cpus, intra, inter, level, arena in configs:
         row = {"cpus": cpus, "intra": intra, "inter": inter, "level": level, "arena": arena}
         if cpus > have:
@@ -119,8 +122,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         row.update(got, measured=True, loadavg=list(os.getloadavg()))
         report["rows"].append(row)
         med = sorted(got["inference_s"])[len(got["inference_s"]) // 2]
+        cpu = sorted(got["inference_cpu_s"])[len(got["inference_cpu_s"]) // 2]
         print(f"{cpus:>4} {intra:>5} {inter:>5} {level:>8} {str(arena):>5} {got['session_s']:9.2f} {med:8.2f} "
-              f"{got['peak_rss_mb']:11.0f} {got['rss_after_mb']:12.0f}", flush=True)
+              f"{cpu:7.2f} {got['peak_rss_mb']:11.0f} {got['rss_after_mb']:12.0f} {got['loadavg_after'][0]:5.1f}",
+              flush=True)
     out = args.json or BENCH / "results" / f"cpu-tuning-{report['commit']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -534,26 +534,25 @@ _FPNG_CHECKED = False
 
 
 def _strip_png_chunks(png: bytes, drop: tuple[bytes, ...]) -> bytes:
-    """Remove named ancillary chunks (fpng's private ``fdEC`` marker) without re-encoding."""
-    pos, parts, start = 8, [], 8
+    """Remove named ancillary chunks (fpng's private ``fdEC`` marker) without re-encoding.
+
+    The kept spans are joined from memoryviews: one copy of a 12 MP PNG's ~25 MB, not two."""
+    pos, keep, start = 8, [], 0
     n = len(png)
     while pos + 8 <= n:
         (length,) = struct.unpack_from(">I", png, pos)
         tag = png[pos + 4 : pos + 8]
         end = pos + 12 + length
         if tag in drop:
-            parts.append((start, pos))
+            keep.append((start, pos))
             start = end
         if tag == b"IEND":
             break
         pos = end
-    if not parts:
+    if not keep:
         return png
-    out = bytearray(png[:8])
-    for a, b in parts:
-        out += png[a:b]
-    out += png[start:]
-    return bytes(out)
+    view = memoryview(png)
+    return b"".join([view[a:b] for a, b in keep] + [view[start:]])
 
 
 def _encode_png_cv2(a: np.ndarray) -> bytes:

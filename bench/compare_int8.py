@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
         t8s.append(time.perf_counter() - t)
         from ben2_worker.cutout import CutoutOptions
 
-        a32 = e32._finish(rgb, raw32, CutoutOptions(), _timer()).alpha
-        a8 = e8._finish(rgb, raw8, CutoutOptions(), _timer()).alpha
+        a32 = e32.postprocess(raw32, rgb, CutoutOptions()).alpha
+        a8 = e8.postprocess(raw8, rgb, CutoutOptions()).alpha
         stats = {"photo": str(path), "fp32_s": t32s[-1], "int8_s": t8s[-1], **matte_stats(raw32, raw8, a32, a8)}
         report["photos"].append(stats)
         print(f"  {path.name}: fp32 {t32s[-1]:.2f} s, int8 {t8s[-1]:.2f} s; raw matte mean |d| "
@@ -145,12 +145,6 @@ def main(argv: list[str] | None = None) -> dict:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"JSON: {out}")
     return report
-
-
-def _timer():
-    from ben2_worker.timing import StageTimer
-
-    return StageTimer()
 
 
 if __name__ == "__main__":

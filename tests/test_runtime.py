@@ -210,3 +210,20 @@ def test_ben2_int8_variant_loads_and_unknown_variant_is_refused(ben2_path, tmp_p
     assert model.predict(np.zeros((1, 3, 1024, 1024), np.float32)).shape == (1, 1024, 1024)
     with pytest.raises(ValueError, match="BEN2 variant must be one of fp32, int8"):
         Ben2Model(ben2_path, variant="int4")
+
+
+def test_the_engine_factory_builds_ben2_with_the_session_settings(models_dir, tmp_path):
+    """BEN2_WORKER_ORT_CACHE / _GRAPH_LEVEL / _CPU_ARENA reach the session the factory builds."""
+    from ben2_worker.config import SessionSettings
+    from ben2_worker.engines import load_cutout_engine
+
+    session = SessionSettings(cache=tmp_path / "cache", graph_level="basic", cpu_arena=False)
+    settings = Settings(models_dir=models_dir, allow_custom_models=True, threads=1, session=session)
+    first = load_cutout_engine(settings).model
+    assert not first.load.optimized_from_cache
+    (entry,) = [p.name for p in (tmp_path / "cache").iterdir() if p.name.endswith(".optimized.onnx")]
+    second = load_cutout_engine(settings).model
+    assert second.load.optimized_from_cache and second.load.source.name == entry
+    uncached = load_cutout_engine(Settings(models_dir=models_dir, allow_custom_models=True, threads=1,
+                                           session=SessionSettings(cache=False))).model
+    assert not uncached.load.optimized_from_cache and uncached.load.source == first.path

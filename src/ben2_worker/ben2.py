@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
-from .runtime import MODEL_VARIANTS, create_session, default_cache_dir, resolve_providers
+from .runtime import MODEL_VARIANTS, create_session, default_cache_dir, resolve_providers, usable_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Ben2Model:
         if variant not in MODEL_VARIANTS:
             raise ValueError(f"BEN2 variant must be one of {', '.join(MODEL_VARIANTS)}, got {variant!r}")
         chosen = resolve_providers(providers)
-        cache_dir = default_cache_dir(path) if cache is True else (Path(cache) if cache else None)
+        cache_dir = default_cache_dir(path) if cache is True else (usable_cache_dir(Path(cache)) if cache else None)
         try:
             self.session, self.load = create_session(
                 path, providers=chosen, threads=threads, cache_dir=cache_dir, variant=variant,

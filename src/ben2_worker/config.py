@@ -32,6 +32,10 @@ DEFAULT_HUB_TIMEOUT_S = DEFAULT_HUB_TIMEOUT
 #: ``unit``: RGB/255 with no mean/std (BEN2's own ONNX example and the user's node).
 #: ``imagenet``: ImageNet mean/std, as BEN2's PyTorch reference. See docs/models.md.
 INPUT_SCALINGS = ("unit", "imagenet")
+#: onnxruntime graph optimisation levels and BEN2 file variants (``fp32``: the file as published),
+#: declared here so the image's fetcher stage, which copies config.py without runtime.py, can parse them.
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+MODEL_VARIANTS = ("fp32", "int8")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: ``BEN2_COMFY_COMPAT_NODES``: register the pack's stand-ins for third-party nodes.
 COMPAT_MODES = ("auto", "always", "never")
@@ -42,7 +46,8 @@ _NO = ("0", "false", "no", "off")
 #: Every variable this module reads, in the order of docs/configuration.md's table.
 VARIABLES = (
     "BEN2_WORKER_MODELS", "BEN2_WORKER_PIPELINES", "BEN2_WORKER_PROVIDERS", "BEN2_WORKER_THREADS",
-    "BEN2_WORKER_INPUT_SCALING", "BEN2_WORKER_ALLOW_CUSTOM_MODELS", "BEN2_WORKER_MAX_PIXELS",
+    "BEN2_WORKER_INPUT_SCALING", "BEN2_WORKER_ALLOW_CUSTOM_MODELS", "BEN2_WORKER_BEN2_VARIANT",
+    "BEN2_WORKER_ORT_CACHE", "BEN2_WORKER_GRAPH_LEVEL", "BEN2_WORKER_CPU_ARENA", "BEN2_WORKER_MAX_PIXELS",
     "BEN2_WORKER_JOB_TIMEOUT", "BEN2_WORKER_SAFETY_TIMEOUT", "BEN2_WORKER_LOG_LEVEL",
     "BEN2_WORKER_WORKFLOWS", "BEN2_WORKER_URL_MAX_BYTES", "BEN2_WORKER_URL_TIMEOUT",
     "BEN2_WORKER_URL_ALLOW_HTTP", "BEN2_WORKER_URL_ALLOW_PRIVATE", "BEN2_WORKER_PUT_TIMEOUT",
@@ -115,6 +120,16 @@ def parse_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], de
     return value
 
 
+def parse_cache(env: Mapping[str, str], name: str) -> bool | Path:
+    """``auto`` (or unset): True, the default place; ``off``: False, no cache; else a folder."""
+    raw = _raw(env, name)
+    if not raw or raw.lower() == "auto":
+        return True
+    if raw.lower() == "off":
+        return False
+    return Path(raw).expanduser()
+
+
 def parse_list(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> tuple[str, ...] | None:
     """Comma-separated names out of ``choices`` (duplicates dropped); None when unset."""
     raw = _raw(env, name)
@@ -173,6 +188,20 @@ class RunpodSettings:
 
 
 @dataclass(frozen=True)
+class SessionSettings:
+    """How BEN2's onnxruntime session is built (runtime.create_session; docs/performance.md
+    has the measurements behind the defaults)."""
+
+    #: ``fp32`` (as published) or the opt-in ``int8`` dynamic quantisation.
+    ben2_variant: str = "fp32"
+    #: Optimised-graph cache: True beside the model (runtime.default_cache_dir), False none, or a folder.
+    cache: bool | Path = True
+    graph_level: str = "all"
+    #: onnxruntime's CPU memory arena (off: lower idle RSS, slower runs).
+    cpu_arena: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     models_dir: Path = Path("models")
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -199,6 +228,7 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     hub: HubSettings = field(default_factory=HubSettings)
     runpod: RunpodSettings = field(default_factory=RunpodSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -239,6 +269,12 @@ class Settings:
             ),
             runpod=RunpodSettings(
                 on_platform=bool(_raw(env, "RUNPOD_POD_ID") or _raw(env, "RUNPOD_WEBHOOK_PING")),
+            ),
+            session=SessionSettings(
+                ben2_variant=parse_choice(env, "BEN2_WORKER_BEN2_VARIANT", MODEL_VARIANTS, "fp32"),
+                cache=parse_cache(env, "BEN2_WORKER_ORT_CACHE"),
+                graph_level=parse_choice(env, "BEN2_WORKER_GRAPH_LEVEL", GRAPH_LEVELS, "all"),
+                cpu_arena=parse_flag(env, "BEN2_WORKER_CPU_ARENA", True),
             ),
         )
 

@@ -170,8 +170,10 @@ def load_cutout_engine(settings: Settings, models_dir: Path | None = None, *, fo
     from .cutout import CutoutEngine
 
     folders = folders or ModelFolders.under(models_dir or settings.models_dir)
+    session = settings.session
     model = Ben2Model(model_file("ben2", settings, folders), providers=providers or settings.providers,
-                      threads=settings.threads)
+                      threads=settings.threads, variant=session.ben2_variant, cache=session.cache,
+                      graph_level=session.graph_level, cpu_arena=session.cpu_arena)
     return CutoutEngine(model, input_scaling=settings.input_scaling)
 
 

@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import GRAPH_LEVELS, MODEL_VARIANTS
+
 log = logging.getLogger(__name__)
 
 #: Short names accepted in configuration, in the order ``auto`` prefers them.
@@ -124,11 +126,6 @@ def resolve_providers(requested: str | Iterable[str], available: Iterable[str] |
     return chosen
 
 
-#: Names accepted for onnxruntime's graph optimisation level.
-GRAPH_LEVELS = ("disable", "basic", "extended", "all")
-
-#: Variants of a model file a session can be built from (``fp32``: the file as published).
-MODEL_VARIANTS = ("fp32", "int8")
 
 
 def _graph_level(name: str):
@@ -177,16 +174,21 @@ def session_options(
 # ----------------------------------------------------------------- cache of derived model files
 
 
+def usable_cache_dir(folder: Path) -> Path | None:
+    """``folder``, created if needed, when this process can write there; else None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
 def default_cache_dir(model_path: Path) -> Path | None:
     """Where derived files (optimised graphs, int8 variants) of a model go: a ``.ort-cache``
     folder beside the model when it is writable (a network volume then shares it between
     workers), else ``~/.cache/ben2-worker/ort``; None when neither can be written."""
     for candidate in (model_path.parent / ".ort-cache", Path.home() / ".cache" / "ben2-worker" / "ort"):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(candidate, os.W_OK):
+        if usable_cache_dir(candidate) is not None:
             return candidate
     return None
 

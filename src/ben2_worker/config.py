@@ -48,7 +48,7 @@ VARIABLES = (
     "BEN2_WORKER_MODELS", "BEN2_WORKER_PIPELINES", "BEN2_WORKER_PROVIDERS", "BEN2_WORKER_THREADS",
     "BEN2_WORKER_INPUT_SCALING", "BEN2_WORKER_ALLOW_CUSTOM_MODELS", "BEN2_WORKER_BEN2_VARIANT",
     "BEN2_WORKER_ORT_CACHE", "BEN2_WORKER_GRAPH_LEVEL", "BEN2_WORKER_CPU_ARENA", "BEN2_WORKER_MAX_PIXELS",
-    "BEN2_WORKER_JOB_TIMEOUT", "BEN2_WORKER_SAFETY_TIMEOUT", "BEN2_WORKER_LOG_LEVEL",
+    "BEN2_WORKER_CONCURRENCY", "BEN2_WORKER_JOB_TIMEOUT", "BEN2_WORKER_SAFETY_TIMEOUT", "BEN2_WORKER_LOG_LEVEL",
     "BEN2_WORKER_WORKFLOWS", "BEN2_WORKER_URL_MAX_BYTES", "BEN2_WORKER_URL_TIMEOUT",
     "BEN2_WORKER_URL_ALLOW_HTTP", "BEN2_WORKER_URL_ALLOW_PRIVATE", "BEN2_WORKER_PUT_TIMEOUT",
     "BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "BUCKET_NAME",
@@ -214,6 +214,8 @@ class Settings:
     allow_custom_models: bool = False
     #: Pipelines that must be served (start fails without their models); None: what is present.
     pipelines: tuple[str, ...] | None = None
+    #: Jobs one RunPod worker takes at once (api/concurrent.py); None: 1 on CPU, a few on a GPU.
+    concurrency: int | None = None
     job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
     #: Seconds each safety check may take before it counts as failed (and so blocks).
     safety_timeout_s: float = DEFAULT_SAFETY_TIMEOUT_S
@@ -242,6 +244,7 @@ class Settings:
             threads=parse_whole(env, "BEN2_WORKER_THREADS", None),
             allow_custom_models=parse_flag(env, "BEN2_WORKER_ALLOW_CUSTOM_MODELS"),
             pipelines=parse_list(env, "BEN2_WORKER_PIPELINES", PIPELINES),
+            concurrency=parse_whole(env, "BEN2_WORKER_CONCURRENCY", None),
             job_timeout_s=parse_seconds(env, "BEN2_WORKER_JOB_TIMEOUT", DEFAULT_JOB_TIMEOUT_S),
             safety_timeout_s=parse_seconds(env, "BEN2_WORKER_SAFETY_TIMEOUT", DEFAULT_SAFETY_TIMEOUT_S),
             put_timeout_s=parse_seconds(env, "BEN2_WORKER_PUT_TIMEOUT", DEFAULT_PUT_TIMEOUT_S),

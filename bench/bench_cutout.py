@@ -78,7 +78,8 @@ def _pil2tensor(img: Image.Image) -> np.ndarray:
     return np.asarray(img).astype(np.float32) / 255.0
 
 
-def run_user_chain(model: Ben2Model, data: bytes) -> StageTimer:
+def run_user_chain(model: Ben2Model, data: bytes, png_out: list[bytes] | None = None) -> StageTimer:
+    """The chain on one photo; the PNG is appended to ``png_out`` when given."""
     t = StageTimer()
     with t("decode"):  # LoadImage: exif_transpose, RGB, float32 tensor
         img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
@@ -114,6 +115,8 @@ def run_user_chain(model: Ben2Model, data: bytes) -> StageTimer:
     with t("encode"):  # save: tensor -> PIL -> PNG at ComfyUI's compress level 4
         buf = io.BytesIO()
         _tensor2pil(tensor).save(buf, "PNG", compress_level=4)
+    if png_out is not None:
+        png_out.append(buf.getvalue())
     return t
 
 

@@ -114,6 +114,22 @@ def test_every_variable_is_parsed_into_its_branch(tmp_path):
     assert "secret_access_key" not in repr(s)  # never logged
 
 
+def test_ben2_session_settings_are_parsed_into_their_branch(tmp_path):
+    assert Settings.from_env({}).session == config.SessionSettings(ben2_variant="fp32", cache=True,
+                                                                   graph_level="all", cpu_arena=True)
+    s = Settings.from_env({"BEN2_WORKER_BEN2_VARIANT": "INT8", "BEN2_WORKER_ORT_CACHE": str(tmp_path),
+                           "BEN2_WORKER_GRAPH_LEVEL": "Basic", "BEN2_WORKER_CPU_ARENA": "off"})
+    assert s.session == config.SessionSettings("int8", tmp_path, "basic", False)
+    assert Settings.from_env({"BEN2_WORKER_ORT_CACHE": "OFF"}).session.cache is False
+    assert Settings.from_env({"BEN2_WORKER_ORT_CACHE": "auto"}).session.cache is True
+    for name, value, allowed in (("BEN2_WORKER_BEN2_VARIANT", "int4", "one of fp32, int8"),
+                                 ("BEN2_WORKER_GRAPH_LEVEL", "max", "one of disable, basic, extended, all"),
+                                 ("BEN2_WORKER_CPU_ARENA", "sometimes", "one of 1/true/yes/on")):
+        with pytest.raises(ConfigError, match=allowed) as caught:
+            Settings.from_env({name: value})
+        assert caught.value.variable == name
+
+
 @pytest.mark.parametrize("value", ["1", "true", "YES", "On", " on "])
 def test_one_yes_dialect(value):
     assert Settings.from_env({"BEN2_WORKER_ALLOW_CUSTOM_MODELS": value}).allow_custom_models is True

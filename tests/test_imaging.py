@@ -386,6 +386,66 @@ def test_corrupt_exif_is_ignored():
     assert (d.width, d.height) == (40, 30)
 
 
+def _photo(w: int = 96, h: int = 64) -> np.ndarray:
+    """Real photographic detail (the bundled astronaut), so chroma upsampling is exercised."""
+    from pathlib import Path
+
+    photo = Image.open(Path(__file__).resolve().parents[1] / "samples" / "astronaut.jpg").convert("RGB")
+    return np.asarray(photo.resize((w, h), Image.BICUBIC))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"subsampling": 2},  # 4:2:0, what cameras write
+        {"subsampling": 1},  # 4:2:2
+        {"subsampling": 0},  # 4:4:4
+        {"subsampling": 2, "progressive": True},
+        {"subsampling": 2, "optimize": True, "quality": 60},
+    ],
+)
+def test_jpeg_fast_path_is_taken_and_pixel_identical_to_pillow(kw, monkeypatch):
+    pytest.importorskip("simplejpeg")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = save(Image.fromarray(_photo(97, 63)), "JPEG", exif=exif.tobytes(), **{"quality": 90, **kw})
+    calls = []
+    fast = imaging._decode_jpeg_fast
+    monkeypatch.setattr(imaging, "_decode_jpeg_fast", lambda d, im: calls.append(fast(d, im)) or calls[-1])
+    d = decode_image(data)
+    assert calls and calls[0] is not None, "the simplejpeg path was not used"
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert np.array_equal(d.rgb, expected)
+    check_decoded(d, 63, 97, "JPEG", False)
+
+
+def test_jpeg_fast_path_grey_and_what_it_leaves_to_pillow():
+    pytest.importorskip("simplejpeg")
+    grey = save(Image.fromarray(_photo()[..., 1]), "JPEG", quality=90)
+    im = Image.open(io.BytesIO(grey))
+    rgb, alpha = imaging._decode_jpeg_fast(grey, im)
+    assert alpha is None and np.array_equal(rgb, np.asarray(im.convert("RGB")))
+    # CMYK, a profile that needs converting, and truncated data all go Pillow's way.
+    cmyk = save(Image.fromarray(np.zeros((8, 8, 4), np.uint8), "CMYK"), "JPEG")
+    tagged = save(Image.fromarray(_photo()), "JPEG", icc_profile=_swapped_linear_profile())
+    rgb_jpeg = save(Image.fromarray(_photo()), "JPEG", quality=90)
+    for data in (cmyk, tagged, rgb_jpeg[: len(rgb_jpeg) // 2]):
+        assert imaging._decode_jpeg_fast(data, Image.open(io.BytesIO(data))) is None
+    # An sRGB-named profile needs no conversion, so the fast path keeps it.
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = save(Image.fromarray(_photo()), "JPEG", quality=90, icc_profile=srgb)
+    assert imaging._decode_jpeg_fast(data, Image.open(io.BytesIO(data))) is not None
+
+
+def test_jpeg_without_simplejpeg_decodes_the_same(monkeypatch):
+    import sys
+
+    data = save(Image.fromarray(_photo()), "JPEG", quality=90)
+    with_fast = decode_image(data).rgb
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # import fails as if not installed
+    assert np.array_equal(decode_image(data).rgb, with_fast)
+
+
 # ------------------------------------------------------------------------- colour
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
-from .runtime import resolve_providers, session_options
+from .runtime import MODEL_VARIANTS, create_session, default_cache_dir, resolve_providers, usable_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +49,48 @@ def to_model_input(rgb_square: np.ndarray, scaling: str = "unit") -> np.ndarray:
 
 
 class Ben2Model:
-    """One onnxruntime session for BEN2; ``predict`` is safe to call from several threads."""
+    """One onnxruntime session for BEN2; ``predict`` is safe to call from several threads.
 
-    def __init__(self, model_path: str | Path, *, providers: str = "auto", threads: int | None = None):
-        import onnxruntime
+    ``variant="int8"`` runs a dynamically quantised copy of the model (built once into the
+    cache; opt-in, see runtime). ``cache`` is where derived files go: True for the default
+    place beside the model (runtime.default_cache_dir), a folder, or False for none (every
+    start then runs the graph optimiser)."""
 
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        providers: str = "auto",
+        threads: int | None = None,
+        variant: str = "fp32",
+        cache: bool | Path = True,
+        graph_level: str = "all",
+        cpu_arena: bool = True,
+    ):
         path = Path(model_path)
         if not path.is_file():
             raise ModelError(
                 f"BEN2 model not found at {path}; run `ben2-worker models download ben2` "
                 "or point BEN2_WORKER_MODELS at the folder holding ben2_onnx/BEN2_Base.onnx"
             )
+        if variant not in MODEL_VARIANTS:
+            raise ValueError(f"BEN2 variant must be one of {', '.join(MODEL_VARIANTS)}, got {variant!r}")
         chosen = resolve_providers(providers)
+        cache_dir = default_cache_dir(path) if cache is True else (usable_cache_dir(Path(cache)) if cache else None)
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), sess_options=session_options(threads), providers=chosen
+            self.session, self.load = create_session(
+                path, providers=chosen, threads=threads, cache_dir=cache_dir, variant=variant,
+                graph_level=graph_level, cpu_arena=cpu_arena,
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise ModelError(f"could not load BEN2 model {path}: {exc}") from exc
+            raise ModelError(f"could not load BEN2 model {path} ({variant}): {exc}") from exc
         self.path = path
         self.info = self._read_info()
         self._lock = threading.Lock()
         log.info(
-            "BEN2 loaded from %s (input %s, batch %s, output %s %s) on %s",
-            path, self.info.input_name, self.info.batch or "dynamic", self.info.output_name,
+            "BEN2 %s loaded from %s in %.2f s%s (input %s, batch %s, output %s %s) on %s",
+            variant, path, self.load.seconds, " (optimised graph from cache)" if self.load.optimized_from_cache else "",
+            self.info.input_name, self.info.batch or "dynamic", self.info.output_name,
             self.info.output_dtype, ", ".join(self.info.providers),
         )
 

@@ -41,6 +41,10 @@ DEFAULT_MAX_JPEG_SCANS = 100
 #: ``unit``: RGB/255 with no mean/std (BEN2's own ONNX example and the user's node).
 #: ``imagenet``: ImageNet mean/std, as BEN2's PyTorch reference. See docs/models.md.
 INPUT_SCALINGS = ("unit", "imagenet")
+#: onnxruntime graph optimisation levels and BEN2 file variants (``fp32``: the file as published),
+#: declared here so the image's fetcher stage, which copies config.py without runtime.py, can parse them.
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+MODEL_VARIANTS = ("fp32", "int8")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: ``BEN2_COMFY_COMPAT_NODES``: register the pack's stand-ins for third-party nodes.
 COMPAT_MODES = ("auto", "always", "never")
@@ -53,10 +57,11 @@ _NO = ("0", "false", "no", "off")
 #: Every variable this module reads, in the order of docs/configuration.md's table.
 VARIABLES = (
     "BEN2_WORKER_MODELS", "BEN2_WORKER_PIPELINES", "BEN2_WORKER_PROVIDERS", "BEN2_WORKER_THREADS",
-    "BEN2_WORKER_INPUT_SCALING", "BEN2_WORKER_ALLOW_CUSTOM_MODELS", "BEN2_WORKER_MAX_PIXELS",
+    "BEN2_WORKER_INPUT_SCALING", "BEN2_WORKER_ALLOW_CUSTOM_MODELS", "BEN2_WORKER_BEN2_VARIANT",
+    "BEN2_WORKER_ORT_CACHE", "BEN2_WORKER_GRAPH_LEVEL", "BEN2_WORKER_CPU_ARENA", "BEN2_WORKER_MAX_PIXELS",
     "BEN2_WORKER_DEVICE", "BEN2_WORKER_MAX_JOB_PIXELS", "BEN2_WORKER_MAX_JPEG_SCANS",
     "BEN2_WORKER_MAX_OUTPUTS", "BEN2_WORKER_MAX_OUTPUT_PIXELS", "BEN2_WORKER_MAX_OUTPUT_BYTES",
-    "BEN2_WORKER_MAX_NODES", "BEN2_WORKER_MAX_ERROR_BYTES",
+    "BEN2_WORKER_MAX_NODES", "BEN2_WORKER_MAX_ERROR_BYTES", "BEN2_WORKER_CONCURRENCY",
     "BEN2_WORKER_JOB_TIMEOUT", "BEN2_WORKER_SAFETY_TIMEOUT", "BEN2_WORKER_LOG_LEVEL", "BEN2_WORKER_LOG_PRIVATE",
     "BEN2_WORKER_WORKFLOWS", "BEN2_WORKER_URL_MAX_BYTES", "BEN2_WORKER_URL_TIMEOUT",
     "BEN2_WORKER_URL_ALLOW_HTTP", "BEN2_WORKER_URL_ALLOW_PRIVATE", "BEN2_WORKER_PUT_TIMEOUT",
@@ -127,6 +132,16 @@ def parse_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], de
     if value not in choices:
         raise _bad(name, raw, f"one of {', '.join(choices)}")
     return value
+
+
+def parse_cache(env: Mapping[str, str], name: str) -> bool | Path:
+    """``auto`` (or unset): True, the default place; ``off``: False, no cache; else a folder."""
+    raw = _raw(env, name)
+    if not raw or raw.lower() == "auto":
+        return True
+    if raw.lower() == "off":
+        return False
+    return Path(raw).expanduser()
 
 
 def parse_list(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -205,6 +220,20 @@ class RunpodSettings:
 
 
 @dataclass(frozen=True)
+class SessionSettings:
+    """How BEN2's onnxruntime session is built (runtime.create_session; docs/performance.md
+    has the measurements behind the defaults)."""
+
+    #: ``fp32`` (as published) or the opt-in ``int8`` dynamic quantisation.
+    ben2_variant: str = "fp32"
+    #: Optimised-graph cache: True beside the model (runtime.default_cache_dir), False none, or a folder.
+    cache: bool | Path = True
+    graph_level: str = "all"
+    #: onnxruntime's CPU memory arena (off: lower idle RSS, slower runs).
+    cpu_arena: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     models_dir: Path = Path("models")
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -219,6 +248,8 @@ class Settings:
     pipelines: tuple[str, ...] | None = None
     #: ``gpu``: the image was built for a GPU; the worker refuses to start without one.
     device: str = "auto"
+    #: Jobs one RunPod worker takes at once (api/concurrent.py); None: 1 on CPU, a few on a GPU.
+    concurrency: int | None = None
     job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
     #: Seconds each safety check may take before it counts as failed (and so blocks).
     safety_timeout_s: float = DEFAULT_SAFETY_TIMEOUT_S
@@ -236,6 +267,7 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     hub: HubSettings = field(default_factory=HubSettings)
     runpod: RunpodSettings = field(default_factory=RunpodSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -250,6 +282,7 @@ class Settings:
             allow_custom_models=parse_flag(env, "BEN2_WORKER_ALLOW_CUSTOM_MODELS"),
             pipelines=parse_list(env, "BEN2_WORKER_PIPELINES", PIPELINES),
             device=parse_choice(env, "BEN2_WORKER_DEVICE", DEVICES, "auto"),
+            concurrency=parse_whole(env, "BEN2_WORKER_CONCURRENCY", None),
             job_timeout_s=parse_seconds(env, "BEN2_WORKER_JOB_TIMEOUT", DEFAULT_JOB_TIMEOUT_S),
             safety_timeout_s=parse_seconds(env, "BEN2_WORKER_SAFETY_TIMEOUT", DEFAULT_SAFETY_TIMEOUT_S),
             put_timeout_s=parse_seconds(env, "BEN2_WORKER_PUT_TIMEOUT", DEFAULT_PUT_TIMEOUT_S),
@@ -287,6 +320,12 @@ class Settings:
             ),
             runpod=RunpodSettings(
                 on_platform=bool(_raw(env, "RUNPOD_POD_ID") or _raw(env, "RUNPOD_WEBHOOK_PING")),
+            ),
+            session=SessionSettings(
+                ben2_variant=parse_choice(env, "BEN2_WORKER_BEN2_VARIANT", MODEL_VARIANTS, "fp32"),
+                cache=parse_cache(env, "BEN2_WORKER_ORT_CACHE"),
+                graph_level=parse_choice(env, "BEN2_WORKER_GRAPH_LEVEL", GRAPH_LEVELS, "all"),
+                cpu_arena=parse_flag(env, "BEN2_WORKER_CPU_ARENA", True),
             ),
         )
 

@@ -171,7 +171,10 @@ def load_cutout_engine(settings: Settings, models_dir: Path | None = None, *, fo
 
     folders = folders or ModelFolders.under(models_dir or settings.models_dir)
     providers = providers or settings.providers
-    model = Ben2Model(model_file("ben2", settings, folders), providers=providers, threads=settings.threads)
+    session = settings.session
+    model = Ben2Model(model_file("ben2", settings, folders), providers=providers, threads=settings.threads,
+                      variant=session.ben2_variant, cache=session.cache, graph_level=session.graph_level,
+                      cpu_arena=session.cpu_arena)
     engine = CutoutEngine(model, input_scaling=settings.input_scaling)
     # A GPU worker whose GPU provider failed to load refuses to start (never a silent CPU
     # fallback); on a GPU, one warm-up inference so the first job does not pay for it.

@@ -27,6 +27,7 @@ from .pipelines import served_pipelines
 log = logging.getLogger("ben2_worker")
 
 _processor = None
+_jobs = None  # api.concurrent.ConcurrentJobs over _processor: the async handler's job slots
 STARTED_AT = time.perf_counter()
 
 
@@ -41,13 +42,19 @@ def load_engines(settings: Settings) -> Engines:
 def start_processor(engines: Engines | None = None, settings: Settings | None = None):
     """Build the job processor once (settings, engines, workflow runner, delivery). A bad
     setting raises ConfigError here, at start, never in a job."""
-    global _processor
+    global _processor, _jobs
+    from .api.concurrent import ConcurrentJobs, default_concurrency
     from .api.jobs import JobProcessor, runpod_progress
 
     if engines is None:
         engines = load_engines(settings or Settings.from_env())
     on_platform = engines.settings.runpod.on_platform
-    _processor = JobProcessor(engines, progress=functools.partial(runpod_progress, on_platform=on_platform))
+    providers = engines.cutout.model.info.providers if engines.cutout is not None else ()
+    concurrency = default_concurrency(engines.settings.concurrency, providers)
+    _processor = JobProcessor(engines, progress=functools.partial(runpod_progress, on_platform=on_platform),
+                              max_jobs=concurrency)
+    _jobs = ConcurrentJobs(_processor, concurrency)
+    log.info("taking up to %d job(s) at once", concurrency)
     return _processor
 
 
@@ -56,6 +63,21 @@ def handler(job: dict) -> dict:
     if _processor is None:
         start_processor()
     return _processor(job)
+
+
+async def async_handler(job: dict) -> dict:
+    """The handler the SDK gets: the same jobs, run in a thread each (api/concurrent.py), so
+    several can be in flight on one worker (``concurrency_modifier``)."""
+    if _jobs is None:
+        start_processor()
+    return await _jobs(job)
+
+
+def concurrency_modifier(current: int) -> int:
+    """RunPod's ``concurrency_modifier``: the configured (or default) number of jobs at once."""
+    if _jobs is None:
+        start_processor()
+    return _jobs.modifier(current)
 
 
 def _cpu_brand() -> dict:
@@ -115,7 +137,7 @@ def start() -> None:
     log.info("worker ready %.2f s after process start", time.perf_counter() - STARTED_AT)
     import runpod
 
-    runpod.serverless.start({"handler": handler})
+    runpod.serverless.start({"handler": async_handler, "concurrency_modifier": concurrency_modifier})
 
 
 if __name__ == "__main__":

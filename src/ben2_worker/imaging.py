@@ -375,6 +375,40 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
     return np.require(a, np.uint8, ["C", "W"])  # the caller owns a writable copy
 
 
+def _needs_colour_transform(im: Image.Image) -> bool:
+    icc = im.info.get("icc_profile")
+    if not icc:
+        return False
+    try:
+        return _icc_transform(bytes(icc), im.mode) is not None
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return False  # an unusable profile is ignored on every path
+
+
+def _decode_jpeg_fast(data: bytes, im: Image.Image) -> tuple[np.ndarray, None] | None:
+    """RGB or grey JPEG straight into a numpy array with libjpeg-turbo (simplejpeg), skipping
+    Pillow's decode-then-copy (~40 ms of a 12 MP photo's ~90 ms).
+
+    Same pixels as Pillow (both libjpeg-turbo, accurate DCT, smooth upsampling; a test
+    compares them). Anything else takes Pillow's path, so its handling stays exactly as it
+    was: CMYK/YCCK, a profile that needs converting, a missing simplejpeg, and any data
+    simplejpeg refuses (it is strict about corrupt or truncated data, and Pillow then words
+    the error)."""
+    if im.mode not in ("RGB", "L") or _needs_colour_transform(im):
+        return None
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    try:
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False, strict=True)
+    except (ValueError, OSError):
+        return None
+    if rgb.shape[:2] != (im.height, im.width):
+        return None
+    return rgb, None
+
+
 def read_image_size(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) as displayed, from the header alone, to refuse early and cheaply.
 
@@ -409,6 +443,8 @@ def decode_image(
                     if icc:
                         rgb = np.asarray(_to_srgb(Image.fromarray(decoded[0], "RGB"), icc))
                         decoded = (rgb, decoded[1])
+            if decoded is None and im.format in ("JPEG", "MPO"):
+                decoded = _decode_jpeg_fast(data, im)
             if decoded is None:
                 im.load()
                 decoded = _pil_to_arrays(im)
@@ -498,26 +534,25 @@ _FPNG_CHECKED = False
 
 
 def _strip_png_chunks(png: bytes, drop: tuple[bytes, ...]) -> bytes:
-    """Remove named ancillary chunks (fpng's private ``fdEC`` marker) without re-encoding."""
-    pos, parts, start = 8, [], 8
+    """Remove named ancillary chunks (fpng's private ``fdEC`` marker) without re-encoding.
+
+    The kept spans are joined from memoryviews: one copy of a 12 MP PNG's ~25 MB, not two."""
+    pos, keep, start = 8, [], 0
     n = len(png)
     while pos + 8 <= n:
         (length,) = struct.unpack_from(">I", png, pos)
         tag = png[pos + 4 : pos + 8]
         end = pos + 12 + length
         if tag in drop:
-            parts.append((start, pos))
+            keep.append((start, pos))
             start = end
         if tag == b"IEND":
             break
         pos = end
-    if not parts:
+    if not keep:
         return png
-    out = bytearray(png[:8])
-    for a, b in parts:
-        out += png[a:b]
-    out += png[start:]
-    return bytes(out)
+    view = memoryview(png)
+    return b"".join([view[a:b] for a, b in keep] + [view[start:]])
 
 
 def _encode_png_cv2(a: np.ndarray) -> bytes:

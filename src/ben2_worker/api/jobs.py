@@ -42,6 +42,7 @@ class JobProcessor:
         job_timeout_s: float | None = None,
         safety: SafetyOptions | None = None,
         progress: Callable[[dict, str], None] | None = None,
+        max_jobs: int = 1,
     ):
         from .delivery import Delivery
         from .safe_http import FetchPolicy
@@ -54,7 +55,8 @@ class JobProcessor:
         self.job_timeout_s = job_timeout_s or settings.job_timeout_s
         self.safety = safety or SafetyOptions.from_settings(settings)
         self._progress = progress
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
+        # Room for the jobs in flight at once (api/concurrent.py) plus a few stuck past their limit.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_jobs + 3, thread_name_prefix="job")
         self._job_state = threading.local()
 
     @property

@@ -13,26 +13,31 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .endpoint import endpoint_app
-from ..models.cli import models_app
-from .selfcheck import selfcheck
-from .workflow import workflow_app
 from .. import options
 from ..config import Settings
 from ..engines import load_cutout_engine, model_path
 from ..errors import Ben2WorkerError, InputError
 from ..timing import StageTimer
+from .lazy import LazyCommand, lazy_group
+
+#: Commands imported only when run (cli/lazy.py): a cut-out never imports the workflow runner,
+#: the endpoint tester or the self-check.
+LAZY_COMMANDS = {
+    "models": LazyCommand("ben2_worker.models.cli:models_app", "List, download and verify the models."),
+    "workflow": LazyCommand("ben2_worker.cli.workflow:workflow_app", "Convert and validate ComfyUI workflows."),
+    "endpoint": LazyCommand("ben2_worker.cli.endpoint:endpoint_app",
+                            "Test a deployed RunPod endpoint and report latency and cost."),
+    "selfcheck": LazyCommand("ben2_worker.cli.selfcheck:selfcheck",
+                             "Check that this install can serve: model checksums, providers, workflow node types, workflows."),
+}
 
 app = typer.Typer(
     name="ben2-worker",
     help="BEN2 background removal: CLI, RunPod worker and model store.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=lazy_group(LAZY_COMMANDS),
 )
-app.add_typer(models_app, name="models", help="List, download and verify the models.")
-app.add_typer(workflow_app, name="workflow", help="Convert and validate ComfyUI workflows.")
-app.add_typer(endpoint_app, name="endpoint", help="Test a deployed RunPod endpoint and report latency and cost.")
-app.command("selfcheck")(selfcheck)
 
 console = Console(stderr=True)
 out_console = Console()

@@ -111,4 +111,4 @@ def decode(data: bytes) -> np.ndarray:
 
 def keyed(**kw) -> ServiceSettings:
     """Settings on a free loopback port with two keys (the second rate-limited hard)."""
-    return ServiceSettings(port=free_port(), keys=(ApiKey("alice", KEY), ApiKey("bob", OTHER_KEY, 60, 2)), **kw)
+    return ServiceSettings(port=free_port(), keys=(ApiKey("alice", KEY), ApiKey("bob", OTHER_KEY, 2, 2)), **kw)

@@ -45,7 +45,7 @@ def test_runsync_answers_the_workers_response(svc, prefix):
     assert body["status"] == "COMPLETED" and set(body) >= {"id", "output", "delayTime", "executionTime"}
     entry = body["output"]["images"][0]
     check_cutout(entry, img)
-    assert entry["width"] == 320 and "mask" in entry and entry["timings"]["inference"] >= 0
+    assert entry["width"] == 320 and "mask" in entry and entry["timings"]["decode"] >= 0
 
 
 def test_worker_errors_fail_the_job_and_it_keeps_serving(svc):
@@ -110,7 +110,7 @@ def test_runsync_that_outlives_its_wait_answers_an_id_to_poll(models_dir):
         assert 'ben2_jobs_total{outcome="cancelled",pipeline="simple",route="run"} 3.0' in metrics
         assert 'ben2_jobs_total{outcome="completed",pipeline="simple",route="runsync"} 1.0' in metrics
         assert "ben2_model_load_seconds" in metrics and "ben2_ready 1.0" in metrics
-        assert 'ben2_stage_seconds_count{stage="inference"}' in metrics
+        assert 'ben2_stage_seconds_count{stage="decode"}' in metrics
         assert "ben2_queue_depth 0.0" in metrics
     finally:
         gate.set()

@@ -64,6 +64,8 @@ async def read_fields(request: Request, limit: int) -> tuple[dict, bytes | None]
         if not isinstance(body, dict):
             raise params.ParamError("the JSON body must be an object of parameters")
         return body, None
+    if not ctype and not await request.body():
+        return {}, None  # no parameters at all: answered as "no image given"
     raise params.ParamError("send multipart/form-data, application/x-www-form-urlencoded or application/json",
                             code="invalid_content_type")
 

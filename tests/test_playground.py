@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 from service_harness import LiveService, engines_loader, photo_bytes
+from test_fetch import body, fake_dns, serve, tls_files  # noqa: F401 - fixtures reused
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -188,6 +189,41 @@ def test_blocked_image_shows_the_gate_message_caption_and_verdict(browser, tmp_p
         assert "BLOCKED" in card.query_selector(".verdict").inner_text()
         assert not card.query_selector(".compare").is_visible()  # no cut-out for a blocked image
         page.screenshot(path=str(tmp_path / "blocked.png"), full_page=True)
+    finally:
+        context.close()
+        live.stop()
+
+
+def test_pasted_url_is_fetched_by_the_server(browser, models_dir, tmp_path, tls_files, fake_dns, monkeypatch):  # noqa: F811
+    """A pasted https URL goes to the API, which fetches it through the SSRF guard (this
+    service's policy allows the loopback test server; https and the test CA still apply). The
+    browser itself cannot resolve the made-up host, so the card shows no "before"."""
+    import ssl
+
+    from ben2_worker.api.safe_http import FetchPolicy
+
+    answers, _ = fake_dns
+    answers["public.example"] = ["127.0.0.1"]
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_files / "ca.pem"))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tls_files / "server.pem")
+    _, png = photo_bytes(W, H)
+    live = LiveService(models_dir=models_dir, fetch_policy=FetchPolicy(allow_private=True, timeout_s=10), warm=False)
+    context = browser.new_context()
+    try:
+        with serve({"/p.png": body(png)}, tls=tls) as images:
+            page = context.new_page()
+            page.goto(live.base + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            page.fill("#url", f"https://public.example:{images.port}/p.png")
+            page.click("#url-form button")
+            page.wait_for_selector(".result[data-state='done']", timeout=60_000)
+            assert canvas_pixels(page, ".result .after").shape == (H, W, 4)
+            assert len(images.hits) == 1  # fetched once, by the server
+            page.fill("#url", "https://127.0.0.1:9/x.png")  # nothing listens there
+            page.click("#url-form button")
+            card = page.wait_for_selector(".result[data-state='error']", timeout=60_000)
+            assert "Rejected: 127.0.0.1 port 9 refused the connection" in card.inner_text()
     finally:
         context.close()
         live.stop()

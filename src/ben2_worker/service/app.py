@@ -71,7 +71,7 @@ class Service:
                                        metrics=self.metrics)
                          if settings.webhook_secret else None)
         self.queue = JobQueue(metrics=self.metrics, concurrency=settings.concurrency, limit=settings.queue_limit,
-                              ttl_s=settings.result_ttl_s, ready=self._wait_ready, on_finish=self._callback)
+                              ready=self._wait_ready, on_finish=self._callback)
 
     # ------------------------------------------------------------------ start-up
 

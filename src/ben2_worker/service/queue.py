@@ -1,8 +1,9 @@
 """The service's job queue: every door (RunPod routes, remove.bg, playground) submits here, so
 concurrency, queue depth and metrics mean one thing. Jobs run in a thread pool through the
 worker's own :class:`~ben2_worker.api.jobs.JobProcessor` (called exactly as the RunPod SDK
-calls the handler: ``processor({"id", "input"})``); results are kept for ``result_ttl_s`` in
-RunPod's status shape."""
+calls the handler: ``processor({"id", "input"})``); results are kept in RunPod's status shape
+for as long as the submitting route asks (``/run``: ``result_ttl_s``; ``/runsync``: a minute, as
+RunPod; remove.bg: not at all once answered), and never more than :data:`MAX_KEPT` of them."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "IN_QUEUE", "IN_PROGRESS",
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 Processor = Callable[[dict], dict]
+#: Finished jobs kept for /status at most (their outputs can be megabytes each).
+MAX_KEPT = 1000
 
 
 class QueueFull(Exception):
@@ -37,6 +40,8 @@ class JobRecord:
     processor: Processor
     route: str
     webhook: str | None = None
+    #: Seconds the finished result stays readable via /status.
+    keep_s: float = 1800.0
     status: str = IN_QUEUE
     output: Any = None
     error: str | None = None
@@ -72,13 +77,12 @@ def outcome_of(record: JobRecord) -> str:
 
 
 class JobQueue:
-    def __init__(self, *, metrics: Metrics, concurrency: int, limit: int, ttl_s: float,
+    def __init__(self, *, metrics: Metrics, concurrency: int, limit: int,
                  ready: Callable[[], Awaitable[str | None]],
                  on_finish: Callable[[JobRecord], Awaitable[None]] | None = None):
         self.metrics = metrics
         self.concurrency = concurrency
         self.limit = limit
-        self.ttl_s = ttl_s
         self._ready = ready  # awaits model loading; answers an error message if it failed
         self._on_finish = on_finish
         self._jobs: OrderedDict[str, JobRecord] = OrderedDict()
@@ -99,12 +103,14 @@ class JobQueue:
 
     # ------------------------------------------------------------------ API
 
-    def submit(self, job_input: Any, processor: Processor, *, route: str, webhook: str | None = None) -> JobRecord:
+    def submit(self, job_input: Any, processor: Processor, *, route: str, keep_s: float,
+               webhook: str | None = None) -> JobRecord:
         assert self._queue is not None, "JobQueue.start() was not awaited"
         self._expire()
         if self.waiting >= self.limit:
             raise QueueFull(f"the queue is full ({self.limit} jobs waiting); retry later")
-        record = JobRecord(id=str(uuid.uuid4()), input=job_input, processor=processor, route=route, webhook=webhook)
+        record = JobRecord(id=str(uuid.uuid4()), input=job_input, processor=processor, route=route, webhook=webhook,
+                           keep_s=keep_s)
         self._jobs[record.id] = record
         self._queue.put_nowait(record)
         self.metrics.queue_depth.set(self.waiting)
@@ -190,9 +196,10 @@ class JobQueue:
             asyncio.get_running_loop().create_task(self._on_finish(record))
 
     def _expire(self) -> None:
-        cutoff = time.time() - self.ttl_s
-        while self._jobs:
-            oldest = next(iter(self._jobs.values()))
-            if oldest.finished is None or oldest.finished > cutoff:
-                break
-            self._jobs.popitem(last=False)
+        now = time.time()
+        finished = [r for r in self._jobs.values() if r.finished is not None]
+        for record in finished:
+            if now - record.finished > record.keep_s:
+                del self._jobs[record.id]
+        for record in finished[: max(0, len(finished) - MAX_KEPT)]:  # oldest submissions first
+            self._jobs.pop(record.id, None)

@@ -124,7 +124,7 @@ def register(app: FastAPI, service: Service) -> None:
                          "unsupported_parameter")
         image = req.url or req.b64 or base64.b64encode(upload or b"").decode()
         try:
-            record = service.queue.submit(req.task_input(image), service.run_direct, route="removebg")
+            record = service.queue.submit(req.task_input(image), service.run_direct, route="removebg", keep_s=0)
         except QueueFull as exc:
             return error(429, str(exc), "rate_limit_exceeded")
         await record.done.wait()

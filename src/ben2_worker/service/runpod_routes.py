@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 PREFIXES = ("", "/v2/{endpoint_id}")
 #: RunPod's bounds for /runsync?wait= (ms).
 WAIT_MIN_MS, WAIT_MAX_MS = 1000, 300_000
+#: RunPod keeps a /runsync result for a minute (a client whose wait ran out polls /status).
+RUNSYNC_KEEP_S = 60.0
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -64,7 +66,8 @@ def register(app: FastAPI, service: Service) -> None:
             except (BadURL, TransferFailed) as exc:
                 raise _Refusal(400, f"webhook refused: {exc}") from None
         try:
-            return service.queue.submit(body["input"], service.run_job, route=route, webhook=webhook)
+            keep = settings.result_ttl_s if route == "run" else RUNSYNC_KEEP_S
+            return service.queue.submit(body["input"], service.run_job, route=route, keep_s=keep, webhook=webhook)
         except QueueFull as exc:
             raise _Refusal(429, str(exc)) from None
 

@@ -184,22 +184,31 @@ async function render(card, original, entry) {
     finish(card, "blocked", `Blocked by the safety gate: ${reasons}`);
     return;
   }
-  const [orig, cut] = await Promise.all([loadImage(original), loadImage(imageSrc(entry))]);
-  const box = entry.crop_box || [0, 0, orig.naturalWidth, orig.naturalHeight];
+  const cut = await loadImage(imageSrc(entry));
+  // A pasted URL is fetched by the server; the browser may not reach it (then: no "before").
+  const orig = await loadImage(original).catch(() => null);
   const before = $(".before", card), after = $(".after", card);
   before.width = after.width = cut.naturalWidth;
   before.height = after.height = cut.naturalHeight;
-  before.getContext("2d").drawImage(orig, box[0], box[1], box[2] - box[0], box[3] - box[1], 0, 0, cut.naturalWidth, cut.naturalHeight);
   after.getContext("2d").drawImage(cut, 0, 0);
   const slider = $(".slider", card);
   slider.addEventListener("input", () => { after.style.clipPath = `inset(0 0 0 ${slider.value}%)`; });
   $(".compare", card).hidden = false;
-  $(".original", card).src = original;
-  if (entry.crop_box) {
+  if (orig) {
+    const box = entry.crop_box || [0, 0, orig.naturalWidth, orig.naturalHeight];
+    before.getContext("2d").drawImage(orig, box[0], box[1], box[2] - box[0], box[3] - box[1], 0, 0, cut.naturalWidth, cut.naturalHeight);
+    $(".original", card).src = original;
+  } else {
+    $(".original", card).closest("figure").hidden = true;
+  }
+  if (orig && entry.crop_box) {
     const [x0, y0, x1, y1] = entry.crop_box, W = orig.naturalWidth, H = orig.naturalHeight;
     Object.assign($(".crop-box", card).style, { left: `${100 * x0 / W}%`, top: `${100 * y0 / H}%`,
       width: `${100 * (x1 - x0) / W}%`, height: `${100 * (y1 - y0) / H}%` });
     $(".crop-box", card).hidden = false;
+  }
+  if (entry.crop_box) {
+    const [x0, y0, x1, y1] = entry.crop_box;
     $(".crop-text", card).textContent = ` · crop box ${x0},${y0} – ${x1},${y1}`;
   }
   if (entry.mask) $(".mask", card).src = imageSrc(entry.mask);

@@ -202,3 +202,11 @@ def test_the_mapping_table_is_in_the_docs():
     doc = (ROOT / "docs" / "service.md").read_text()
     for p in params.PARAMS:
         assert f"| `{p.name}` | {p.kind} |" in doc, p.name
+
+
+def test_malformed_bodies(svc):
+    broken = post(svc, content=b"--xyz\r\nabc", headers={"Content-Type": "multipart/form-data"})  # no boundary
+    assert_error(broken, 400, "invalid_parameters", "the form could not be read")
+    assert_error(post(svc, content=b"{nope", headers={"Content-Type": "application/json"}), 400, "invalid_parameters",
+                 "not valid JSON")
+    assert_error(post(svc, content=b"x", headers={"Content-Type": "text/plain"}), 400, "invalid_content_type")

@@ -49,7 +49,7 @@ def classify(method: str, path: str, settings: ServiceSettings) -> RouteRule:
     return RouteRule("api", True, False, settings.other_body_limit)
 
 
-def error_body(family: str, status: int, message: str, code: str) -> bytes:
+def error_body(family: str, message: str, code: str) -> bytes:
     if family == "removebg":
         return json.dumps({"errors": [{"title": message, "code": code}]}).encode()
     return json.dumps({"error": message, "code": code}).encode()
@@ -78,7 +78,7 @@ class Guard:
         async def refuse(status: int, message: str, code: str, reason: str, extra: dict | None = None):
             self.metrics.refused.labels(rule.family, reason).inc()
             log.warning("refused %s %s from %s: %s", method, path, client, reason)
-            body = error_body(rule.family, status, message, code)
+            body = error_body(rule.family, message, code)
             hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             hdrs += [(k.encode(), str(v).encode()) for k, v in (extra or {}).items()]
             await send({"type": "http.response.start", "status": status, "headers": hdrs})

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from . import removebg_params as params
+from .guard import BodyTooLarge
 from .queue import COMPLETED, QueueFull
 
 if TYPE_CHECKING:
@@ -41,9 +42,9 @@ async def read_fields(request: Request, limit: int) -> tuple[dict, bytes | None]
     if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_files=2, max_fields=64, max_part_size=limit)
-        except Exception as exc:  # malformed multipart: python-multipart's own errors
-            if type(exc).__name__ == "BodyTooLarge":
-                raise
+        except BodyTooLarge:
+            raise  # the guard answers it
+        except Exception as exc:  # malformed multipart: python-multipart's and starlette's errors
             raise params.ParamError(f"the form could not be read: {getattr(exc, 'detail', exc)}") from None
         fields: dict = {}
         upload = None

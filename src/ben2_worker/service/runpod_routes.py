@@ -98,7 +98,7 @@ def register(app: FastAPI, service: Service) -> None:
             await asyncio.wait_for(record.done.wait(), max(WAIT_MIN_MS, min(WAIT_MAX_MS, wait_ms)) / 1000)
         except asyncio.TimeoutError:
             pass
-        return record.as_status()
+        return JSONResponse(record.as_status())  # a Response: FastAPI's encoder would walk megabytes of base64
 
     def find(request: Request):
         check_endpoint(request)
@@ -110,7 +110,7 @@ def register(app: FastAPI, service: Service) -> None:
 
     async def status(request: Request):
         """The job's status, with its output once COMPLETED or its error once FAILED."""
-        return find(request).as_status()
+        return JSONResponse(find(request).as_status())
 
     async def stream(request: Request):
         """Our handler is not a generator: the stream is the final output, once."""

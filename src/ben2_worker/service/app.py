@@ -166,7 +166,7 @@ def create_app(settings: ServiceSettings, load_engines: Callable[[], Engines], *
             await service.stop()
 
     app = FastAPI(title="ben2-worker service", version=_version(), lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None,
+                  docs_url=None, redoc_url=None,  # FastAPI's doc pages load their scripts from a CDN
                   description="Background removal with BEN2: RunPod-style, remove.bg-compatible and playground. "
                               "See docs/service.md.")
     app.state.service = service

@@ -23,8 +23,8 @@ log = logging.getLogger("ben2_worker.service")
 _RUNPOD_SUBMIT = re.compile(r"^(?:/v2/[^/]+)?/(run|runsync)/?$")
 _RUNPOD_OTHER = re.compile(r"^(?:/v2/[^/]+)?/(?:(?:status|stream|cancel)/[^/]+|purge-queue)/?$|^/v2/[^/]+/health/?$")
 #: Open to anyone: the readiness probe, the playground's static files, the schema it builds
-#: its controls from, and the API description. None of them carries data or starts work.
-_OPEN = re.compile(r"^/(?:health/?|favicon\.ico|static/.*|v1/options/?|openapi\.json|docs/?|)$")
+#: its controls from, and the OpenAPI description. None of them carries data or starts work.
+_OPEN = re.compile(r"^/(?:health/?|favicon\.ico|static/.*|v1/options/?|openapi\.json|)$")
 
 
 @dataclass(frozen=True)

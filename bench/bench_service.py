@@ -75,7 +75,7 @@ def main() -> None:
 
     import httpx
 
-    from service_harness import LiveService, processor_options
+    from service_harness import LiveService
     from standin_models import build_models_dir
 
     from ben2_worker.api.jobs import JobProcessor
@@ -83,7 +83,7 @@ def main() -> None:
     results: dict = {"sizes": {}, "startup_s": {}}
     with tempfile.TemporaryDirectory() as tmp:
         live = LiveService(models_dir=build_models_dir(Path(tmp)))
-        direct = JobProcessor(live.service.engines, **processor_options())
+        direct = JobProcessor(live.service.engines)  # the same settings: base64 delivery
         client = httpx.Client(base_url=live.base, timeout=600)
         print(f"{'MP':>4} {'direct ms':>10} {'runsync ms':>11} {'ratio':>6} {'removebg ms':>12} {'ratio':>6}")
         for mp in (float(s) for s in args.sizes.split(",")):

@@ -5,6 +5,7 @@ folder of stand-in models (tests/standin_models.py). Clients talk to it over rea
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import socket
 import threading
@@ -16,11 +17,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from ben2_worker.api.delivery import Delivery
-from ben2_worker.api.safe_http import FetchPolicy
-from ben2_worker.config import Settings
+from ben2_worker.config import ApiKey, ServiceSettings, Settings, UrlSettings
+from ben2_worker.engines import build_engines
 from ben2_worker.service.app import create_app
-from ben2_worker.service.settings import ApiKey, ServiceSettings
 
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
@@ -32,30 +31,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def engines_loader(models_dir: Path, pipelines: str = "simple") -> Callable:
-    def load():
-        from ben2_worker.handler import build_engines
+#: URL inputs (and callbacks) may reach the tests' loopback servers; http is still refused.
+LOOPBACK_URLS = UrlSettings(allow_private=True, timeout_s=10.0)
+#: ... and plain-http ones too (the callback receivers).
+LOOPBACK_HTTP_URLS = UrlSettings(allow_http=True, allow_private=True, timeout_s=10.0)
 
-        return build_engines(Settings(models_dir=models_dir, allow_custom_models=True, threads=1), pipelines=pipelines)
+
+def engines_loader(models_dir: Path, pipelines: str = "simple") -> Callable[[Settings], object]:
+    """The worker's engine factory over ``models_dir`` (stand-ins), under the app's settings."""
+    def load(settings: Settings):
+        return build_engines(dataclasses.replace(settings, models_dir=models_dir, allow_custom_models=True, threads=1),
+                             pipelines=tuple(pipelines.split(",")))
 
     return load
 
 
-def processor_options(fetch_policy: FetchPolicy | None = None) -> dict:
-    """No environment: base64 delivery, and URL inputs under the given (default: strict) policy."""
-    return {"delivery": Delivery.from_env({}), "fetch_policy": fetch_policy or FetchPolicy(timeout_s=10.0)}
+def app_settings(service: ServiceSettings, urls: UrlSettings | None = None) -> Settings:
+    """No environment: base64 delivery, and URL inputs under ``urls`` (default: strict, public https)."""
+    return Settings(urls=urls or UrlSettings(timeout_s=10.0), service=service)
 
 
 class LiveService:
     def __init__(self, settings: ServiceSettings | None = None, load_engines: Callable | None = None, *,
-                 models_dir: Path | None = None, fetch_policy: FetchPolicy | None = None, warm: bool = True,
+                 models_dir: Path | None = None, urls: UrlSettings | None = None, warm: bool = True,
                  wait_ready: bool = True, **settings_kw):
         import uvicorn
 
         settings = settings or ServiceSettings(port=free_port(), **settings_kw)
         port = settings.port
         load_engines = load_engines or engines_loader(models_dir)
-        self.app = create_app(settings, load_engines, processor_options=processor_options(fetch_policy), warm=warm)
+        self.app = create_app(app_settings(settings, urls), load_engines, warm=warm)
         self.service = self.app.state.service
         self.base = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(self.app, host=settings.host, port=port, log_level="warning", lifespan="on",

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from PIL import Image
-from service_harness import LiveService, engines_loader, photo_bytes
+from service_harness import LOOPBACK_URLS, LiveService, engines_loader, photo_bytes
 from test_fetch import body, fake_dns, serve, tls_files  # noqa: F401 - fixtures reused
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -200,15 +200,13 @@ def test_pasted_url_is_fetched_by_the_server(browser, models_dir, tmp_path, tls_
     browser itself cannot resolve the made-up host, so the card shows no "before"."""
     import ssl
 
-    from ben2_worker.api.safe_http import FetchPolicy
-
     answers, _ = fake_dns
     answers["public.example"] = ["127.0.0.1"]
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_files / "ca.pem"))
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(tls_files / "server.pem")
     _, png = photo_bytes(W, H)
-    live = LiveService(models_dir=models_dir, fetch_policy=FetchPolicy(allow_private=True, timeout_s=10), warm=False)
+    live = LiveService(models_dir=models_dir, urls=LOOPBACK_URLS, warm=False)
     context = browser.new_context()
     try:
         with serve({"/p.png": body(png)}, tls=tls) as images:

@@ -14,11 +14,10 @@ import sys
 
 import pytest
 from conftest import ROOT, SAMPLES
-from service_harness import KEY, LiveService, keyed
+from service_harness import KEY, LOOPBACK_HTTP_URLS, LiveService, keyed
 from test_fetch import body, fake_dns, serve, tls_files  # noqa: F401 - fixtures reused
 from test_service_webhooks import SECRET, Receiver
 
-from ben2_worker.api.safe_http import FetchPolicy
 
 DOC = ROOT / "docs" / "service.md"
 BLOCKS = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.S)
@@ -30,8 +29,7 @@ def route_examples() -> str:
 
 @pytest.fixture(scope="module")
 def svc(models_dir):
-    live = LiveService(keyed(webhook_secret=SECRET, webhook_policy=FetchPolicy(allow_http=True, allow_private=True)),
-                       models_dir=models_dir, fetch_policy=FetchPolicy(allow_private=True, timeout_s=10), warm=False)
+    live = LiveService(keyed(webhook_secret=SECRET), models_dir=models_dir, urls=LOOPBACK_HTTP_URLS, warm=False)
     yield live
     live.stop()
 

@@ -11,10 +11,9 @@ import ssl
 
 import numpy as np
 import pytest
-from service_harness import KEY, OTHER_KEY, LiveService, b64, decode, keyed, photo_bytes
+from service_harness import KEY, LOOPBACK_URLS, OTHER_KEY, LiveService, b64, decode, keyed, photo_bytes
 from test_fetch import body, fake_dns, serve, tls_files  # noqa: F401 - fixtures reused
 
-from ben2_worker.api.safe_http import FetchPolicy
 from ben2_worker.service import removebg_params as params
 
 URL = "/v1.0/removebg"
@@ -27,7 +26,7 @@ BOX = (W // 4, H // 4, 3 * W // 4, 3 * H // 4)
 def svc(models_dir):
     # The URL test's server is on loopback: this service's fetch policy allows private
     # addresses (https only, certificate verified) — said here, used by that one test.
-    live = LiveService(keyed(), models_dir=models_dir, fetch_policy=FetchPolicy(allow_private=True, timeout_s=10))
+    live = LiveService(keyed(), models_dir=models_dir, urls=LOOPBACK_URLS)
     yield live
     live.stop()
 

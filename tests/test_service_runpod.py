@@ -16,7 +16,7 @@ import pytest
 from service_harness import KEY, LiveService, b64, decode, engines_loader, keyed, photo_bytes
 from typer.testing import CliRunner
 
-from ben2_worker.service.settings import ServiceSettings
+from ben2_worker.config import ServiceSettings
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +83,9 @@ def test_run_then_status_by_get_and_post(svc):
 def test_runsync_that_outlives_its_wait_answers_an_id_to_poll(models_dir):
     gate = threading.Event()
 
-    def slow_load():
+    def slow_load(settings):
         gate.wait(60)
-        return engines_loader(models_dir)()
+        return engines_loader(models_dir)(settings)
 
     live = LiveService(load_engines=slow_load, wait_ready=False)
     try:

@@ -13,7 +13,9 @@ from service_harness import KEY, OTHER_KEY, LiveService, b64, free_port, keyed, 
 
 from ben2_worker.service.auth import KeyRing, presented_key
 from ben2_worker.service.limits import RateLimiter
-from ben2_worker.service.settings import ApiKey, ServiceConfigError, ServiceSettings, load_keys_file
+from ben2_worker.config import ApiKey, ServiceSettings
+from ben2_worker.errors import ConfigError
+from ben2_worker.service.keys import load_keys_file
 
 SMALL = 50_000  # body limit of the service under test, bytes
 
@@ -125,13 +127,13 @@ def test_refusals_are_counted(svc):
 
 def test_anything_but_loopback_needs_keys(tmp_path):
     for host in ("0.0.0.0", "192.168.1.10", "::"):
-        with pytest.raises(ServiceConfigError, match="without API keys"):
+        with pytest.raises(ConfigError, match="without API keys"):
             ServiceSettings(host=host)
     assert ServiceSettings(host="0.0.0.0", keys=(ApiKey("a", KEY),)).keys_required
     for host in ("127.0.0.1", "::1", "localhost"):
         assert not ServiceSettings(host=host).keys_required
     assert ServiceSettings(keys=(ApiKey("a", KEY),)).keys_required  # configured keys always apply
-    with pytest.raises(ServiceConfigError, match="shorter than 16"):
+    with pytest.raises(ConfigError, match="shorter than 16"):
         ServiceSettings(keys=(ApiKey("a", "short"),))
 
 
@@ -145,12 +147,12 @@ def test_keys_file(tmp_path):
     ring = KeyRing(keys)
     assert ring.identify(OTHER_KEY).name == "batch" and ring.identify(KEY + "x") is None and ring.identify(None) is None
     path.write_text('[[keys]]\nname = "x"\nkey = "k"\nrole = "admin"\n')
-    with pytest.raises(ServiceConfigError, match="unknown field"):
+    with pytest.raises(ConfigError, match="unknown field"):
         load_keys_file(path)
     path.write_text("not = [toml")
-    with pytest.raises(ServiceConfigError, match="not valid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_keys_file(path)
-    with pytest.raises(ServiceConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="cannot read"):
         load_keys_file(tmp_path / "missing.toml")
 
 
@@ -189,3 +191,37 @@ def test_network_bind_with_keys_serves_on_all_interfaces(models_dir):
         assert s["error"] == "Please provide input"
     finally:
         live.stop()
+
+
+def test_service_settings_come_from_the_environment_through_config(tmp_path):
+    from ben2_worker.config import Settings
+    from ben2_worker.service.keys import with_keys_file
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[[keys]]\nname = "shop"\nkey = "{KEY}"\n')
+    s = Settings.from_env({
+        "BEN2_SERVICE_HOST": "0.0.0.0", "BEN2_SERVICE_PORT": "9000", "BEN2_SERVICE_KEYS_FILE": str(keys),
+        "BEN2_SERVICE_RATE_PER_MINUTE": "30", "BEN2_SERVICE_BURST": "4", "BEN2_SERVICE_RUN_MAX_BYTES": "1_000",
+        "BEN2_SERVICE_RUNSYNC_MAX_BYTES": "2000", "BEN2_SERVICE_REMOVEBG_MAX_BYTES": "3000",
+        "BEN2_SERVICE_CONCURRENCY": "2", "BEN2_SERVICE_QUEUE_LIMIT": "8", "BEN2_SERVICE_RESULT_TTL": "60",
+        "BEN2_SERVICE_WEBHOOK_SECRET": "whsec-0123456789abcdef", "BEN2_SERVICE_ENDPOINT_ID": "box-1",
+    }).service
+    assert (s.host, s.port, s.keys_file, s.rate_per_minute, s.burst) == ("0.0.0.0", 9000, keys, 30.0, 4)
+    assert (s.run_body_limit, s.runsync_body_limit, s.removebg_body_limit) == (1000, 2000, 3000)
+    assert (s.concurrency, s.queue_limit, s.result_ttl_s, s.endpoint_id) == (2, 8, 60.0, "box-1")
+    assert s.keys_required and "whsec" not in repr(s)
+    assert [k.name for k in with_keys_file(s).keys] == ["shop"]
+    assert Settings.from_env({}).service == ServiceSettings()
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("BEN2_SERVICE_PORT", "70000", "1 to 65535"), ("BEN2_SERVICE_BURST", "0", "at least 1"),
+    ("BEN2_SERVICE_RESULT_TTL", "never", "seconds"), ("BEN2_SERVICE_HOST", "0.0.0.0", "without API keys"),
+    ("BEN2_SERVICE_WEBHOOK_SECRET", "short", "at least 16"),
+])
+def test_a_bad_service_setting_is_a_config_error_naming_it(name, value, allowed):
+    from ben2_worker.config import Settings
+
+    with pytest.raises(ConfigError, match=allowed) as caught:
+        Settings.from_env({name: value})
+    assert caught.value.variable == name

@@ -11,14 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from service_harness import KEY, LiveService, b64, keyed, photo_bytes
+from service_harness import KEY, LOOPBACK_HTTP_URLS, LiveService, b64, keyed, photo_bytes
 
-from ben2_worker.api.safe_http import FetchPolicy
 from ben2_worker.service import webhooks
 from ben2_worker.service.webhooks import SignatureError, sign, verify
 
 SECRET = "whsec-0123456789abcdef-test"
-LOOPBACK_OK = FetchPolicy(allow_http=True, allow_private=True, timeout_s=5.0)
 
 
 class Receiver:
@@ -56,8 +54,8 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def svc(models_dir):
-    live = LiveService(keyed(webhook_secret=SECRET, webhook_policy=LOOPBACK_OK, webhook_backoff_s=0.05,
-                             webhook_attempts=4), models_dir=models_dir, warm=False)
+    live = LiveService(keyed(webhook_secret=SECRET, webhook_timeout_s=5.0, webhook_backoff_s=0.05,
+                             webhook_attempts=4), models_dir=models_dir, urls=LOOPBACK_HTTP_URLS, warm=False)
     yield live
     live.stop()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import threading
 import time
@@ -25,13 +26,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..api.jobs import JobProcessor
+from ..api.safe_http import FetchPolicy
+from ..config import Settings
 from ..engines import Engines
 from .auth import KeyRing
 from .guard import Guard
 from .limits import RateLimiter
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .queue import JobQueue, JobRecord
-from .settings import ServiceSettings
+from .keys import with_keys_file
 from .webhooks import WebhookSender
 
 log = logging.getLogger("ben2_worker.service")
@@ -42,18 +45,31 @@ STATIC = Path(__file__).resolve().parent / "static"
 PLAYGROUND_HIDDEN = ("put_url", "mask_put_url", "mask")
 
 
-class Service:
-    """What the routes share. ``load_engines`` builds the engines (the CLI passes the worker's
-    own builder); ``processor_options`` go to both JobProcessors (delivery, fetch policy …)."""
+LoadEngines = Callable[[Settings], Engines]
 
-    def __init__(self, settings: ServiceSettings, load_engines: Callable[[], Engines], *,
-                 processor_options: dict | None = None, warm: bool = True):
-        self.settings = settings
+
+def _build_engines(settings: Settings) -> Engines:
+    from ..engines import build_engines
+
+    return build_engines(settings)
+
+
+class Service:
+    """What the routes share. ``config`` is the worker's whole settings tree (config.py);
+    ``settings`` its service branch, with the keys file read. ``load_engines`` builds the
+    engines from ``config`` (default: the worker's one engine factory); the job processors take
+    delivery, URL policy and safety options from the engines' settings, as the worker does."""
+
+    def __init__(self, config: Settings, load_engines: LoadEngines = _build_engines, *, warm: bool = True):
+        self.config = config
+        self.settings = settings = with_keys_file(config.service)
+        #: Callbacks go through the operator's URL policy (public https only unless widened).
+        self.webhook_policy = dataclasses.replace(FetchPolicy.from_settings(config.urls),
+                                                  timeout_s=settings.webhook_timeout_s)
         self.metrics = Metrics()
         self.keyring = KeyRing(settings.keys)
         self.limiter = RateLimiter()
         self._load_engines = load_engines
-        self._processor_options = dict(processor_options or {})
         self._warm = warm
         self.engines: Engines | None = None
         #: RunPod routes and the playground: the worker's delivery (base64, S3 or PUT URL).
@@ -66,7 +82,7 @@ class Service:
         self.model_load_s: float | None = None
         self.warmup_s: float | None = None
         self._loaded: asyncio.Event | None = None
-        self.webhooks = (WebhookSender(settings.webhook_secret, settings.webhook_policy,
+        self.webhooks = (WebhookSender(settings.webhook_secret, self.webhook_policy,
                                        attempts=settings.webhook_attempts, backoff_s=settings.webhook_backoff_s,
                                        metrics=self.metrics)
                          if settings.webhook_secret else None)
@@ -95,12 +111,12 @@ class Service:
         from ..pipelines import served_pipelines
 
         t0 = time.perf_counter()
-        engines = self._load_engines()
+        engines = self._load_engines(self.config)
         self.model_load_s = time.perf_counter() - t0
         self.metrics.model_load.set(self.model_load_s)
-        options = self._processor_options
-        self.processor = JobProcessor(engines, **options)
-        self.direct_processor = JobProcessor(engines, **{**options, "delivery": Delivery(policy=self.processor.fetch_policy)})
+        self.processor = JobProcessor(engines)  # Delivery/FetchPolicy/SafetyOptions.from_settings(engines.settings)
+        self.direct_processor = JobProcessor(engines, delivery=Delivery(
+            policy=self.processor.fetch_policy, put_timeout_s=engines.settings.put_timeout_s))
         self.engines = engines
         self.served = served_pipelines(engines)
         if not self.served:
@@ -151,11 +167,12 @@ def warm_up(processor: JobProcessor, pipeline: str) -> None:
         raise RuntimeError(f"the {pipeline} pipeline failed its warm-up job: {result['error']}")
 
 
-def create_app(settings: ServiceSettings, load_engines: Callable[[], Engines], *,
-               processor_options: dict | None = None, warm: bool = True) -> FastAPI:
+def create_app(config: Settings, load_engines: LoadEngines = _build_engines, *, warm: bool = True) -> FastAPI:
+    """The app over ``config`` (``Settings.from_env()`` for the operator's environment)."""
     from . import playground, removebg, runpod_routes
 
-    service = Service(settings, load_engines, processor_options=processor_options, warm=warm)
+    service = Service(config, load_engines, warm=warm)
+    settings = service.settings
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -204,6 +221,12 @@ def create_app(settings: ServiceSettings, load_engines: Callable[[], Engines], *
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app over this process's environment: what each uvicorn worker process builds when
+    ``ben2-worker serve --workers N`` starts more than one."""
+    return create_app(Settings.from_env())
 
 
 def _version() -> str:

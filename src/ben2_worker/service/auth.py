@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from .settings import ApiKey
+from ..config import ApiKey
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

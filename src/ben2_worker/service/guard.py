@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .auth import KeyRing, presented_key
 from .limits import RateLimiter
 from .metrics import Metrics
-from .settings import ServiceSettings
+from ..config import ServiceSettings
 
 log = logging.getLogger("ben2_worker.service")
 

@@ -62,7 +62,7 @@ def register(app: FastAPI, service: Service) -> None:
             if service.webhooks is None:
                 raise _Refusal(400, "webhooks are off on this server: the operator has set no webhook signing secret")
             try:
-                await asyncio.to_thread(check_webhook_url, webhook, settings.webhook_policy)
+                await asyncio.to_thread(check_webhook_url, webhook, service.webhook_policy)
             except (BadURL, TransferFailed) as exc:
                 raise _Refusal(400, f"webhook refused: {exc}") from None
         try:

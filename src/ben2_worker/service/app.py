@@ -192,8 +192,10 @@ def create_app(config: Settings, load_engines: LoadEngines = _build_engines, *, 
 
     @app.get("/health", summary="Readiness: 200 once the models are loaded and warmed")
     async def health():
+        # RunPod's health fields too, so a client given the root as its endpoint reads them
         body = {"status": service.phase, "pipelines": list(service.served),
-                "queue": {"waiting": service.queue.waiting, "running": service.queue.running}}
+                "queue": {"waiting": service.queue.waiting, "running": service.queue.running},
+                **runpod_routes.runpod_health(service)}
         if service.model_load_s is not None:
             body["model_load_s"] = round(service.model_load_s, 3)
         if service.warmup_s is not None:

@@ -38,6 +38,22 @@ class _Refusal(Exception):
         self.response = _error(status, message)
 
 
+def runpod_health(service: Service) -> dict:
+    """RunPod's endpoint health body (``jobs`` and ``workers`` counts) for this one box."""
+    q, concurrency = service.queue, service.settings.concurrency
+    running = q.running
+    workers = {"idle": 0, "running": running, "initializing": 0, "ready": 0, "unhealthy": 0, "throttled": 0}
+    if service.phase == "ready":
+        workers["idle"] = max(0, concurrency - running)
+    elif service.phase == "loading":
+        workers["initializing"] = concurrency
+    else:
+        workers["unhealthy"] = concurrency
+    jobs = {"completed": q.counts["completed"], "failed": q.counts["failed"], "inProgress": running,
+            "inQueue": q.waiting, "retried": 0}
+    return {"jobs": jobs, "workers": workers}
+
+
 def register(app: FastAPI, service: Service) -> None:
     settings = service.settings
 
@@ -136,18 +152,7 @@ def register(app: FastAPI, service: Service) -> None:
     async def health(request: Request):
         """RunPod's endpoint health: job counts and worker states."""
         check_endpoint(request)
-        q = service.queue
-        running = q.running
-        workers = {"idle": 0, "running": running, "initializing": 0, "ready": 0, "unhealthy": 0, "throttled": 0}
-        if service.phase == "ready":
-            workers["idle"] = max(0, settings.concurrency - running)
-        elif service.phase == "loading":
-            workers["initializing"] = settings.concurrency
-        else:
-            workers["unhealthy"] = settings.concurrency
-        jobs = {"completed": q.counts["completed"], "failed": q.counts["failed"], "inProgress": running,
-                "inQueue": q.waiting, "retried": 0}
-        return {"jobs": jobs, "workers": workers}
+        return runpod_health(service)
 
     for prefix in PREFIXES:
         tag = ["runpod (cloud paths)" if prefix else "runpod (local paths)"]

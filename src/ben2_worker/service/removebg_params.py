@@ -33,10 +33,10 @@ class Param:
 
 PARAMS: tuple[Param, ...] = (
     Param("image_file", "mapped", "image", "multipart file upload"),
-    Param("image_file_b64", "mapped", "image", "base64 (a data: URI prefix is accepted)"),
+    Param("image_file_b64", "mapped", "image", "base64 (a `data:` URI prefix is accepted)"),
     Param("image_url", "mapped", "image", "fetched through the SSRF guard (public https only)"),
-    Param("size", "pending", "size", "`auto`, `full`, `4k`, `50MP`: full resolution (what we always return); "
-          "`preview`/`small`/`regular`: `size=preview` once declared; `medium`, `hd`: no equivalent"),
+    Param("size", "pending", "size", "`auto`, `full`, `4k`, `50MP`: full resolution (the default); `preview`, `small`, "
+          "`regular`, `medium`, `hd`: the same value once declared"),
     Param("type", "ignored", "—", "BEN2 needs no foreground hint; `X-Type` answers `other`"),
     Param("type_level", "ignored", "—", "as `type`"),
     Param("format", "mapped", "format", "`png`, `jpg`, `webp`; `auto`: PNG when the result has transparency or is the "
@@ -44,12 +44,14 @@ PARAMS: tuple[Param, ...] = (
     Param("roi", "unsupported", "—", "only the whole image (`0% 0% 100% 100%`)"),
     Param("crop", "mapped", "crop", "crop to the subject"),
     Param("crop_margin", "mapped", "crop_margin", "`30px`, `30` or `10%`; several values only if all equal"),
-    Param("scale", "pending", "scale", "`original` accepted; `10%`–`100%` once declared"),
-    Param("position", "pending", "position", "`original` accepted; `center` or `x% y%` once declared"),
-    Param("channels", "mapped", "mask_only", "`rgba`: the cut-out; `alpha`: the matte only"),
+    Param("scale", "pending", "scale", "`original` accepted; `10%`–`100%`, the same value once declared"),
+    Param("position", "pending", "position", "`original` accepted; `center`, `x%` or `x% y%`, the same value once declared"),
+    Param("channels", "mapped", "channels", "`rgba`: the cut-out; `alpha`: the matte only (our `mask_only` until "
+          "`channels` is declared)"),
     Param("add_shadow", "pending", "add_shadow", "`false` accepted; `true` once declared"),
-    Param("shadow_type", "pending", "shadow_type", "once declared"),
-    Param("shadow_opacity", "pending", "shadow_opacity", "once declared"),
+    Param("shadow_type", "pending", "shadow_type", "the same value once declared (ours: `both`, `drop`, `contact`; "
+          "remove.bg's `3D` and `car` are refused naming it)"),
+    Param("shadow_opacity", "pending", "shadow_opacity", "0–100, the same value once declared"),
     Param("semitransparency", "pending", "semitransparency", "`true` (soft edges kept: what we do) accepted; "
           "`false` once declared"),
     Param("bg_color", "mapped", "background", "hex without `#` (`81d4fa`, `fff`), 8-digit hex only when opaque (`ff`), "
@@ -62,6 +64,9 @@ BY_NAME = {p.name: p for p in PARAMS}
 SOURCES = ("image_file", "image_file_b64", "image_url")
 _TYPES = ("auto", "person", "product", "animal", "car", "car_interior", "car_part", "transportation", "graphics", "other")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+#: remove.bg sizes that keep the photo's full resolution (ours by default) / that shrink it.
+_FULL_SIZES = ("auto", "full", "4k", "50mp")
+_SMALLER = ("preview", "small", "regular", "medium", "hd")
 
 
 class ParamError(ValueError):
@@ -95,7 +100,7 @@ class RemoveBgRequest:
 
     @property
     def alpha_only(self) -> bool:
-        return bool(self.output.get("mask_only"))
+        return bool(self.output.get("mask_only")) or self.output.get("channels") == "alpha"
 
     def task_input(self, image: str) -> dict:
         # The matte comes back too: the X-Foreground-* box is read from it.
@@ -178,17 +183,15 @@ def translate(fields: dict[str, Any], *, has_file: bool) -> RemoveBgRequest:
     if "type" in v and v["type"].lower() not in _TYPES:
         raise ParamError(f"type must be one of {', '.join(_TYPES)}, got {v['type']!r}")
     size = v.get("size", "auto").lower()
-    if size in ("preview", "small", "regular"):
-        _pending("size", size, out, converted="preview")
-    elif size in ("medium", "hd"):
-        raise ParamError(f"size={size} has no equivalent here; use preview or full", code="unsupported_parameter")
-    elif size not in ("auto", "full", "4k", "50mp"):
+    if size in _SMALLER:
+        _pending("size", size, out)
+    elif size not in _FULL_SIZES:
         raise ParamError(f"size must be auto, preview, full (or small, regular, medium, hd, 4k, 50MP), got {size!r}")
     channels = v.get("channels", "rgba").lower()
     if channels not in ("rgba", "alpha"):
         raise ParamError(f"channels must be rgba or alpha, got {channels!r}")
     if channels == "alpha":
-        out["mask_only"] = True
+        out.update({"channels": "alpha"} if "channels" in declared_options() else {"mask_only": True})
     if "bg_color" in v:
         out["background"] = parse_color("bg_color", v["bg_color"])
     for name in ("bg_image_url", "bg_image_file"):

@@ -1,4 +1,4 @@
-"""Real HTTP against `ben2-worker serve` (the runpod SDK's local API) on loopback, and S3 delivery
+"""Real HTTP against `ben2-worker serve` (the self-hosted service) on loopback, and S3 delivery
 through a real S3-compatible server (moto in server mode). Only RunPod's cloud is absent."""
 
 from __future__ import annotations

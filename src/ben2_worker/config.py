@@ -11,6 +11,7 @@ dialect: ``1``/``true``/``yes``/``on`` and ``0``/``false``/``no``/``off`` (any c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,20 @@ DEFAULT_MAX_ERROR_BYTES = 16 * 1024
 #: Scans in one JPEG. Encoders write 1 (baseline) or about 10 (progressive); each extra scan makes
 #: the decoder walk the whole image again, so 2,000 tiny scans in an 80 KB file cost ~7 s per 9 MP.
 DEFAULT_MAX_JPEG_SCANS = 100
+#: The self-hosted service (``ben2-worker serve``, docs/service.md).
+DEFAULT_SERVICE_HOST = "127.0.0.1"
+DEFAULT_SERVICE_PORT = 8000
+DEFAULT_SERVICE_RATE_PER_MINUTE = 120
+DEFAULT_SERVICE_BURST = 20
+#: RunPod's payload limits (/run 10 MB, /runsync 20 MB; docs/api.md), kept so a request that
+#: works here also fits the platform.
+DEFAULT_RUN_BODY_LIMIT = 10 * 10**6
+DEFAULT_RUNSYNC_BODY_LIMIT = 20 * 10**6
+#: remove.bg-style uploads (multipart or base64 JSON): our own choice, see docs/service.md.
+DEFAULT_REMOVEBG_BODY_LIMIT = 25 * 2**20
+DEFAULT_RESULT_TTL_S = 1800.0
+#: Shortest API key or webhook secret accepted: a guessable one on a network is none at all.
+MIN_SECRET_CHARS = 16
 
 #: ``unit``: RGB/255 with no mean/std (BEN2's own ONNX example and the user's node).
 #: ``imagenet``: ImageNet mean/std, as BEN2's PyTorch reference. See docs/models.md.
@@ -68,7 +83,11 @@ VARIABLES = (
     "BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "BUCKET_NAME",
     "BUCKET_REGION", "BEN2_COMFY_COMPAT_NODES", "HF_ENDPOINT", "HF_HUB_OFFLINE",
     "HF_HUB_ETAG_TIMEOUT", "RUNPOD_POD_ID", "RUNPOD_WEBHOOK_PING", "RUNPOD_LOG_LEVEL",
-    "RUNPOD_API_KEY", "COLUMNS",
+    "RUNPOD_API_KEY", "COLUMNS", "BEN2_SERVICE_HOST", "BEN2_SERVICE_PORT", "BEN2_SERVICE_KEYS_FILE",
+    "BEN2_SERVICE_RATE_PER_MINUTE", "BEN2_SERVICE_BURST", "BEN2_SERVICE_RUN_MAX_BYTES",
+    "BEN2_SERVICE_RUNSYNC_MAX_BYTES", "BEN2_SERVICE_REMOVEBG_MAX_BYTES", "BEN2_SERVICE_CONCURRENCY",
+    "BEN2_SERVICE_QUEUE_LIMIT", "BEN2_SERVICE_RESULT_TTL", "BEN2_SERVICE_WEBHOOK_SECRET",
+    "BEN2_SERVICE_ENDPOINT_ID",
 )
 
 
@@ -234,6 +253,101 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    """One client's key for the service. ``name`` is what logs and metrics show; the key never is."""
+
+    name: str
+    key: str = field(repr=False)
+    #: Requests per minute that start work (/run, /runsync, /v1.0/removebg); None: the default.
+    rate_per_minute: float | None = None
+    #: Requests that may arrive at once before the rate applies; None: the default.
+    burst: int | None = None
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The self-hosted service (``ben2-worker serve``; docs/service.md). Keys come from
+    ``keys`` (Python callers) and the TOML ``keys_file`` (the service reads it when it starts:
+    ``ben2_worker.service.keys``). Checked on construction, so settings that would expose an
+    open box are refused before anything binds."""
+
+    host: str = DEFAULT_SERVICE_HOST
+    port: int = DEFAULT_SERVICE_PORT
+    keys_file: Path | None = None
+    keys: tuple[ApiKey, ...] = ()
+    #: Default rate limit per key (or per client address when no keys are needed).
+    rate_per_minute: float = float(DEFAULT_SERVICE_RATE_PER_MINUTE)
+    burst: int = DEFAULT_SERVICE_BURST
+    run_body_limit: int = DEFAULT_RUN_BODY_LIMIT
+    runsync_body_limit: int = DEFAULT_RUNSYNC_BODY_LIMIT
+    removebg_body_limit: int = DEFAULT_REMOVEBG_BODY_LIMIT
+    #: Any other route (status, cancel, playground ...): small JSON at most.
+    other_body_limit: int = 64 * 1024
+    #: Jobs run at once (one model per process: 1 keeps a GPU's memory predictable).
+    concurrency: int = 1
+    #: Jobs waiting beyond this are refused with 429.
+    queue_limit: int = 64
+    #: How long /runsync waits before answering IN_QUEUE/IN_PROGRESS with an id (RunPod: 90 s).
+    runsync_wait_s: float = 90.0
+    #: Finished /run jobs are kept this long for /status (RunPod keeps /run results 30 min).
+    result_ttl_s: float = DEFAULT_RESULT_TTL_S
+    #: HMAC secret for completion callbacks; without one, requests with a webhook are refused.
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_attempts: int = 5
+    webhook_backoff_s: float = 1.0
+    webhook_timeout_s: float = 10.0
+    #: If set, /v2/{endpoint_id}/... answers only for this id.
+    endpoint_id: str | None = None
+
+    def __post_init__(self) -> None:
+        names = [k.name for k in self.keys]
+        if len(set(names)) != len(names):
+            raise ConfigError("API key names must be unique", variable="BEN2_SERVICE_KEYS_FILE")
+        for k in self.keys:
+            if len(k.key) < MIN_SECRET_CHARS:
+                raise ConfigError(f"API key {k.name!r} is shorter than {MIN_SECRET_CHARS} characters",
+                                  variable="BEN2_SERVICE_KEYS_FILE")
+        for name in ("rate_per_minute", "runsync_wait_s", "result_ttl_s", "webhook_backoff_s", "webhook_timeout_s"):
+            value = getattr(self, name)
+            if not (0 < value < float("inf")):
+                raise ConfigError(f"service setting {name} must be a positive number, got {value!r}")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"BEN2_SERVICE_PORT={self.port!r} is not allowed: a port from 1 to 65535",
+                              variable="BEN2_SERVICE_PORT")
+        for name in ("burst", "run_body_limit", "runsync_body_limit", "removebg_body_limit",
+                     "other_body_limit", "concurrency", "queue_limit", "webhook_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"service setting {name} must be at least 1, got {getattr(self, name)!r}")
+        if self.webhook_secret is not None and len(self.webhook_secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"the webhook secret must be at least {MIN_SECRET_CHARS} characters",
+                              variable="BEN2_SERVICE_WEBHOOK_SECRET")
+        if not self.loopback and not (self.keys or self.keys_file):
+            raise ConfigError(
+                f"refusing to serve on {self.host} without API keys: anything but loopback needs keys "
+                "(BEN2_SERVICE_KEYS_FILE, see docs/service.md), or bind 127.0.0.1",
+                variable="BEN2_SERVICE_HOST",
+            )
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    @property
+    def keys_required(self) -> bool:
+        """Keys are checked when any are configured, and always off loopback (then some must be)."""
+        return bool(self.keys or self.keys_file) or not self.loopback
+
+
+@dataclass(frozen=True)
 class Settings:
     models_dir: Path = Path("models")
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -268,6 +382,7 @@ class Settings:
     hub: HubSettings = field(default_factory=HubSettings)
     runpod: RunpodSettings = field(default_factory=RunpodSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -327,7 +442,27 @@ class Settings:
                 graph_level=parse_choice(env, "BEN2_WORKER_GRAPH_LEVEL", GRAPH_LEVELS, "all"),
                 cpu_arena=parse_flag(env, "BEN2_WORKER_CPU_ARENA", True),
             ),
+            service=_service_from_env(env),
         )
+
+
+def _service_from_env(env: Mapping[str, str]) -> ServiceSettings:
+    keys_file = _raw(env, "BEN2_SERVICE_KEYS_FILE")
+    return ServiceSettings(
+        host=_raw(env, "BEN2_SERVICE_HOST") or DEFAULT_SERVICE_HOST,
+        port=parse_whole(env, "BEN2_SERVICE_PORT", DEFAULT_SERVICE_PORT),
+        keys_file=Path(keys_file).expanduser() if keys_file else None,
+        rate_per_minute=float(parse_whole(env, "BEN2_SERVICE_RATE_PER_MINUTE", DEFAULT_SERVICE_RATE_PER_MINUTE)),
+        burst=parse_whole(env, "BEN2_SERVICE_BURST", DEFAULT_SERVICE_BURST),
+        run_body_limit=parse_whole(env, "BEN2_SERVICE_RUN_MAX_BYTES", DEFAULT_RUN_BODY_LIMIT),
+        runsync_body_limit=parse_whole(env, "BEN2_SERVICE_RUNSYNC_MAX_BYTES", DEFAULT_RUNSYNC_BODY_LIMIT),
+        removebg_body_limit=parse_whole(env, "BEN2_SERVICE_REMOVEBG_MAX_BYTES", DEFAULT_REMOVEBG_BODY_LIMIT),
+        concurrency=parse_whole(env, "BEN2_SERVICE_CONCURRENCY", 1),
+        queue_limit=parse_whole(env, "BEN2_SERVICE_QUEUE_LIMIT", 64),
+        result_ttl_s=parse_seconds(env, "BEN2_SERVICE_RESULT_TTL", DEFAULT_RESULT_TTL_S),
+        webhook_secret=_raw(env, "BEN2_SERVICE_WEBHOOK_SECRET") or None,
+        endpoint_id=_raw(env, "BEN2_SERVICE_ENDPOINT_ID") or None,
+    )
 
 
 #: The variable ``ben2-worker endpoint-test`` takes the RunPod API key from (``--api-key-env``).
@@ -344,6 +479,14 @@ def quiet_runpod_sdk() -> None:
     """Default ``RUNPOD_LOG_LEVEL`` to INFO before the SDK is imported: at DEBUG it logs whole
     job outputs (base64 images). An operator's own value is kept."""
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+
+
+def export_service_bind(service: ServiceSettings) -> None:
+    """Write the address ``ben2-worker serve`` was told to bind into this process's environment,
+    so the processes uvicorn starts for ``--workers N`` (which read their settings afresh) apply
+    the same key rule as the parent: a box bound off loopback never runs one open worker."""
+    os.environ["BEN2_SERVICE_HOST"] = service.host
+    os.environ["BEN2_SERVICE_PORT"] = str(service.port)
 
 
 def child_environment(**defaults: str) -> dict[str, str]:

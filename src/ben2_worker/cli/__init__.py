@@ -240,30 +240,39 @@ def compare_scaling(
 
 @app.command()
 def serve(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the local API.")] = 8000,
-    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
-    log_level: Annotated[str, typer.Option(help="The SDK's log level (DEBUG logs whole outputs, base64 included).")] = "INFO",
+    host: Annotated[Optional[str], typer.Option(help="Interface to bind (default: $BEN2_SERVICE_HOST or 127.0.0.1); anything but loopback needs API keys.")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: $BEN2_SERVICE_PORT or 8000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Processes, each with its own models and queue (rate limits are per process).")] = 1,
 ) -> None:
-    """Run the worker behind the runpod SDK's local API (/runsync, /run, /status/{id}).
+    """Run the self-hosted HTTP service: RunPod-style routes, remove.bg-compatible API, playground.
 
-    Uses the configured models, on this machine's CPU or GPU."""
-    import sys
-
-    from .. import handler as worker_handler
+    Settings and keys come from the BEN2_SERVICE_* variables (docs/service.md); needs the
+    ``service`` extra. The models load in the background: /health answers 503 until ready."""
+    import dataclasses
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    importing = worker_handler.preload_runpod()
     try:
-        worker_handler.start_processor()
-    except (Ben2WorkerError, ValueError) as exc:
-        raise _fail(f"worker cannot start: {exc}", code=1)
-    importing.join()
-    import runpod
+        settings = Settings.from_env()
+        bind = dataclasses.replace(settings.service, **{k: v for k, v in (("host", host), ("port", port)) if v is not None})
+        import uvicorn
 
-    # The SDK reads its server flags from argv.
-    sys.argv = [sys.argv[0], "--rp_serve_api", "--rp_api_host", host, "--rp_api_port", str(port),
-                "--rp_log_level", log_level.upper()]
-    runpod.serverless.start({"handler": worker_handler.handler})
+        from ..service.app import create_app
+        from ..service.keys import with_keys_file
+
+        with_keys_file(bind)  # a bad keys file stops us here, before anything binds
+    except ImportError as exc:
+        raise _fail(f"the service needs the 'service' extra (pip install 'ben2-worker[service]'): {exc}", code=1)
+    except (Ben2WorkerError, ValueError) as exc:
+        raise _fail(f"service cannot start: {exc}", code=1)
+    if workers == 1:
+        uvicorn.run(create_app(dataclasses.replace(settings, service=bind)), host=bind.host, port=bind.port,
+                    log_level=settings.log_level.lower())
+    else:  # each worker process reads its settings afresh from this environment
+        from ..config import export_service_bind
+
+        export_service_bind(bind)
+        uvicorn.run("ben2_worker.service.app:create_app_from_env", factory=True, workers=workers,
+                    host=bind.host, port=bind.port, log_level=settings.log_level.lower())
 
 
 def _print_timings(totals: StageTimer, count: int, load_seconds: float) -> None:

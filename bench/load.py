@@ -94,6 +94,8 @@ class LocalServer:
             cmd = [sys.executable, "-m", "ben2_worker.handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
                    "--rp_api_port", str(self.port), "--rp_log_level", "WARN"]
         elif target == "serve":
+            # The load measures the server, not its per-client rate limiter (tested on its own).
+            env.update({"BEN2_SERVICE_RATE_PER_MINUTE": "1000000", "BEN2_SERVICE_BURST": "100000"})
             cmd = [sys.executable, "-c", "from ben2_worker.cli import main; main()", "serve",
                    "--host", "127.0.0.1", "--port", str(self.port)]
         else:

@@ -387,8 +387,9 @@ def test_server_refuses_to_start_with_a_broken_gguf(safe_dir, tmp_path):
     _random_bytes(gguf)
     env = {**os.environ, "BEN2_WORKER_MODELS": str(models), "BEN2_WORKER_ALLOW_CUSTOM_MODELS": "1",
            "BEN2_WORKER_PIPELINES": "simple,full", "BEN2_WORKER_THREADS": "1"}
-    exe = Path(sys.executable).with_name("ben2-worker")
-    proc = subprocess.run([str(exe), "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=120)
+    # The RunPod entry point (the self-hosted service reports the same failure on /health instead).
+    proc = subprocess.run([sys.executable, "-m", "ben2_worker.handler"], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
     assert proc.returncode != 0
     assert "worker cannot start" in proc.stdout + proc.stderr and str(gguf) in proc.stdout + proc.stderr
 

@@ -223,7 +223,7 @@ def test_pasted_url_is_fetched_by_the_server(browser, models_dir, tmp_path, tls_
             page.fill("#url", "https://127.0.0.1:9/x.png")  # nothing listens there
             page.click("#url-form button")
             card = page.wait_for_selector(".result[data-state='error']", timeout=60_000)
-            assert "Rejected: 127.0.0.1 port 9 refused the connection" in card.inner_text()
+            assert "Rejected: input.image: 127.0.0.1 port 9 refused the connection" in card.inner_text()
     finally:
         context.close()
         live.stop()

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(json.dumps(run_one(args.model, **cfg, runs=args.runs)))
         return None
 
-    from bench_realistic import STANDIN_NOTE, git_commit, machine
+    from bench_realistic import STANDIN_NOTE, machine
+    from benchlib import commit, write_results
 
     if args.model is None:
         from realistic_standin import ensure_standin
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     have = len(os.sched_getaffinity(0))
     configs = DEFAULT_CONFIGS + (FULL_EXTRA if args.configs == "full" else [])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    report = {"commit": git_commit(), "machine": machine(), "model": note, "runs": args.runs, "rows": []}
+    report = {"commit": commit(), "machine": machine(), "model": note, "runs": args.runs, "rows": []}
     print(f"model: {note}\nmachine: {report['machine']['cpu']}, {have} CPUs here, load {report['machine']['loadavg_at_start']}")
     print(f"{'cpus':>4} {'intra':>5} {'inter':>5} {'level':>8} {'arena':>5} {'session s':>9} {'infer s':>8} "
           f"{'CPU s':>7} {'peak RSS MB':>11} {'RSS after MB':>12} {'load':>5}")
@@ -126,10 +127,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"{cpus:>4} {intra:>5} {inter:>5} {level:>8} {str(arena):>5} {got['session_s']:9.2f} {med:8.2f} "
               f"{cpu:7.2f} {got['peak_rss_mb']:11.0f} {got['rss_after_mb']:12.0f} {got['loadavg_after'][0]:5.1f}",
               flush=True)
-    out = args.json or BENCH / "results" / f"cpu-tuning-{report['commit']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"JSON: {out}")
+    write_results(report, "cpu-tuning", args.json)
     return report
 
 

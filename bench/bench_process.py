@@ -20,7 +20,6 @@ written to disk. Without torch installed that import is skipped and the row says
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -104,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
 
     from bench_cutout import make_input
-    from bench_realistic import git_commit, machine
+    from bench_realistic import machine
+    from benchlib import commit, write_results
     from standin_models import build_models_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-process-"))
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     empty = statistics.median(timed([sys.executable, "-c", f"open({str(tmp / 'e')!r}, 'w')"], env, tmp / "e")
                               for _ in range(3))
     o, t = statistics.median(ours), statistics.median(theirs)
-    report = {"commit": git_commit(), "machine": machine(), "mp": args.mp, "runs": args.runs,
+    report = {"commit": commit(), "machine": machine(), "mp": args.mp, "runs": args.runs,
               "ours_s": ours, "user_chain_s": theirs, "ours_median_s": o, "user_chain_median_s": t,
               "ratio": t / o, "empty_interpreter_s": empty,
               "model": "cheap BEN2 stand-in (tests/standin_models.py; test fixture)"}
@@ -143,10 +143,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         print("heaviest imports of ben2_worker.cli (cumulative s, -X importtime):")
         for name, s in rows:
             print(f"  {s:6.3f}  {name}")
-    out = args.json or BENCH / "results" / f"process-{report['commit']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"JSON: {out}")
+    write_results(report, "process", args.json)
     return report
 
 

@@ -25,7 +25,6 @@ and JSON in bench/results/ (one file per commit).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -42,6 +41,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchlib import commit, write_results  # noqa: E402
 from bench_cutout import WORKFLOW_MATTE, make_input, make_rembg, run_ours, run_user_chain  # noqa: E402
 
 STANDIN_NOTE = (
@@ -127,14 +127,6 @@ def machine() -> dict:
         "onnxruntime": onnxruntime.__version__,
         "note": "shared 2-core machine, loaded by other agents: compare ratios, not absolute times",
     }
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # ------------------------------------------------------------------------- start -> ready
@@ -245,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_path, model_note = args.model, f"user-supplied model {args.model}"
     print(f"model: {model_note}\n  file: {model_path} ({model_path.stat().st_size / 1e6:.0f} MB)")
     label = "realistic BEN2 stand-in, meaningless matte" if args.model is None else args.model.name
-    report: dict = {"commit": git_commit(), "machine": machine(), "model": {"note": model_note, "label": label,
+    report: dict = {"commit": commit(), "machine": machine(), "model": {"note": model_note, "label": label,
                     "path": str(model_path), "bytes": model_path.stat().st_size}, "sizes": {}}
     print(f"machine: {report['machine']['cpu']}, {report['machine']['cpus_usable']} usable CPUs, "
           f"load average {report['machine']['loadavg_at_start']} (shared, loaded)")
@@ -300,10 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["start_to_ready"] = measure_startup(model_path, args.startup_runs, args.threads,
                                                    rembg_run is not None, not args.no_user_chain)
     print_footer(report)
-    out = args.json or BENCH / "results" / f"realistic-{report['commit']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON: {out}")
+    print()
+    write_results(report, "realistic", args.json)
     return report
 
 

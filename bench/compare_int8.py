@@ -20,7 +20,6 @@ difference says nothing about quality, only the speed-up carries over. int8 stay
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -68,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from bench_realistic import STANDIN_NOTE, git_commit, machine
+    from bench_realistic import STANDIN_NOTE, machine
+    from benchlib import commit, write_results
     from ben2_worker.ben2 import Ben2Model
     from ben2_worker.cutout import CutoutEngine
     from ben2_worker.imaging import decode_file
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     q_src = variant_path(model_path, "int8", default_cache_dir(model_path))  # built by now: just its path
     ops32 = op_counts(model_path)
     float_mm = ops32.get("MatMul", 0) + ops32.get("Gemm", 0)
-    report = {"commit": git_commit(), "machine": machine(), "model": note, "photos": [], "float_matmul_nodes": float_mm}
+    report = {"commit": commit(), "machine": machine(), "model": note, "photos": [], "float_matmul_nodes": float_mm}
     ops8 = op_counts(q_src)
     report["quantised_nodes"] = ops8.get("MatMulInteger", 0) + ops8.get("DynamicQuantizeMatMul", 0)
     report["float_matmul_nodes_left"] = ops8.get("MatMul", 0) + ops8.get("Gemm", 0)
@@ -140,10 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"int8 speed-up {s['speedup']:.2f}x (median inference {s['fp32_median_s']:.2f} s -> {s['int8_median_s']:.2f} s); "
           f"over {len(paths)} photo(s): raw matte mean |d| {s['mean_raw_mean_abs']:.4f}, max {s['max_raw_abs']:.3f}; "
           f"alpha mean |d| {s['mean_alpha_mean_abs_levels']:.2f} levels; worst subject IoU {s['worst_subject_iou']:.4f}")
-    out = args.json or BENCH / "results" / f"int8-{report['commit']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"JSON: {out}")
+    write_results(report, "int8", args.json)
     return report
 
 
